@@ -1,0 +1,8 @@
+//! pgherd-agent: the per-pod entrypoint that replaces Spilo's launch script, configure_spilo.py and runit.
+//!
+//! The library half exists so that integration tests and the demo can call the same pure functions the
+//! binary uses (configuration rendering, restart backoff) without shelling out.
+
+pub mod configure;
+pub mod logging;
+pub mod supervise;

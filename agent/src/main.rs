@@ -1,0 +1,40 @@
+//! `pgherd-agent` command line. Each subcommand lives in the module named for its capability; this file only
+//! parses arguments, sets up logging and turns errors into one actionable line and a non-zero exit code.
+
+use clap::{Parser, Subcommand};
+use pgherd_agent::{configure, logging, supervise};
+
+#[derive(Parser)]
+#[command(name = "pgherd-agent", version, about = "pgherd per-pod agent (Spilo-compatible entrypoint)")]
+struct Cli {
+    /// Log as JSON lines (also enabled by PGHERD_LOG_FORMAT=json).
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Render the Patroni configuration, envdirs, certificates and schedule from the Spilo environment.
+    Configure(configure::Args),
+    /// Container entrypoint: configure, then start and supervise Patroni (PID 1 duties included).
+    Run(supervise::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.log_json || logging::json_requested(), "info");
+    let result = match cli.command {
+        Command::Configure(args) => configure::main(args),
+        Command::Run(args) => supervise::main(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            // One line, most specific context first: the operator reads this in `kubectl logs`.
+            eprintln!("pgherd-agent: error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Types and clients used by both pgherd-agent and pgherd-coordinator.

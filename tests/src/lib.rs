@@ -1,0 +1,1 @@
+//! Integration harness: real etcd, Garage, PostgreSQL and Patroni on loopback, torn down on drop.
