@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Installs everything the demo and the test suite need on a fresh Debian 12 machine, idempotently:
+#   - Debian packages: PostgreSQL 15 (server + contrib), etcd, rsync, pgbench (in postgresql-contrib)
+#   - a project-local Python venv (.venv) with Patroni 4.x, psycopg2 and the pgserver wheel (PostgreSQL 16
+#     binaries including pg_upgrade), plus .venv-patroni3 with Patroni 3.x for the compatibility test
+#   - Garage (S3 server), built once with `cargo install garage --locked` and cached in ~/.cache/pgherd
+# Re-running it only checks; it installs what is missing. Prints the paths it settled on.
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cache=${PGHERD_CACHE:-$HOME/.cache/pgherd}
+garage_version=2.5.0
+
+log() { printf '[install-deps] %s\n' "$*" >&2; }
+
+need_apt=()
+for pkg in postgresql-15 postgresql-contrib etcd-server etcd-client rsync; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
+done
+if [ ${#need_apt[@]} -gt 0 ]; then
+  log "apt-get install ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+# Debian's package starts a default cluster and etcd as services; tests run their own on random ports.
+if command -v systemctl >/dev/null 2>&1; then systemctl disable --now etcd >/dev/null 2>&1 || true; fi
+pkill -x etcd >/dev/null 2>&1 || true
+
+make_venv() { # dir, pip requirement...
+  local dir=$1; shift
+  if [ ! -x "$dir/bin/python3" ]; then
+    log "creating venv $dir"
+    python3 -m venv "$dir"
+  fi
+  if ! "$dir/bin/python3" -m pip install -q --disable-pip-version-check "$@" >"$dir.install.log" 2>&1; then
+    cat "$dir.install.log" >&2
+    exit 1
+  fi
+}
+marker_ok() { [ -f "$1/.pgherd-installed" ] && [ "$(cat "$1/.pgherd-installed")" = "$2" ]; }
+
+reqs4="patroni[etcd,etcd3]>=4.0,<5 psycopg2-binary>=2.9 pgserver==0.1.4 PyYAML>=6"
+if ! marker_ok "$repo/.venv" "$reqs4"; then
+  # shellcheck disable=SC2086
+  make_venv "$repo/.venv" $reqs4
+  echo "$reqs4" >"$repo/.venv/.pgherd-installed"
+fi
+reqs3="patroni[etcd,etcd3]>=3.3,<4 psycopg2-binary>=2.9"
+if ! marker_ok "$repo/.venv-patroni3" "$reqs3"; then
+  # shellcheck disable=SC2086
+  make_venv "$repo/.venv-patroni3" $reqs3
+  echo "$reqs3" >"$repo/.venv-patroni3/.pgherd-installed"
+fi
+
+garage_bin="$cache/garage-$garage_version/bin/garage"
+if [ ! -x "$garage_bin" ]; then
+  log "building Garage $garage_version (once per machine; takes a while)"
+  mkdir -p "$cache"
+  cargo install garage --version "$garage_version" --locked --root "$cache/garage-$garage_version" >"$cache/garage-build.log" 2>&1 \
+    || { tail -n 50 "$cache/garage-build.log" >&2; exit 1; }
+fi
+ln -sfn "$garage_bin" "$cache/garage"
+
+log "postgres 15: /usr/lib/postgresql/15/bin"
+log "postgres 16: $("$repo/.venv/bin/python3" -c 'import pgserver,os;print(os.path.join(os.path.dirname(pgserver.__file__),"pginstall","bin"))')"
+log "patroni: $("$repo/.venv/bin/patroni" --version 2>&1)"
+log "garage: $garage_bin"
