@@ -1,1 +1,5 @@
 //! Types and clients used by both pgherd-agent and pgherd-coordinator.
+
+#[cfg(feature = "crd")]
+pub mod crd;
+pub mod naming;

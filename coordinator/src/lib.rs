@@ -1,0 +1,1 @@
+//! pgherd-coordinator library: pure builders plus a thin Kubernetes shell.
