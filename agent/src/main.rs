@@ -2,7 +2,7 @@
 //! parses arguments, sets up logging and turns errors into one actionable line and a non-zero exit code.
 
 use clap::{Parser, Subcommand};
-use pgherd_agent::{configure, logging, supervise};
+use pgherd_agent::{callbacks, configure, envdir, logging, replica, supervise};
 
 #[derive(Parser)]
 #[command(name = "pgherd-agent", version, about = "pgherd per-pod agent (Spilo-compatible entrypoint)")]
@@ -20,6 +20,14 @@ enum Command {
     Configure(configure::Args),
     /// Container entrypoint: configure, then start and supervise Patroni (PID 1 duties included).
     Run(supervise::Args),
+    /// Patroni post_init: create the standard roles and helper functions (idempotent).
+    PostInit(callbacks::post_init::Args),
+    /// Patroni on_role_change callback: run the wrapped callback; after a promotion re-run post-init.
+    OnRoleChange(callbacks::on_role_change::Args),
+    /// Replica creation method: copy the leader with pg_basebackup (streams WAL alongside).
+    Basebackup(replica::basebackup::Args),
+    /// Run a program with variables from an envdir (runit envdir semantics).
+    Envdir(envdir::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -28,6 +36,10 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Configure(args) => configure::main(args),
         Command::Run(args) => supervise::main(args),
+        Command::PostInit(args) => callbacks::post_init::main(args),
+        Command::OnRoleChange(args) => callbacks::on_role_change::main(args),
+        Command::Basebackup(args) => replica::basebackup::main(args),
+        Command::Envdir(args) => envdir::main(args),
     };
     match result {
         Ok(code) => code,

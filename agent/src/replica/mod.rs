@@ -1,0 +1,3 @@
+//! Replica-creation methods Patroni calls (`create_replica_methods`).
+
+pub mod basebackup;

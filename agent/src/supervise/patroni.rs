@@ -1,0 +1,157 @@
+//! Starting Patroni as a child: who it runs as, what it sees, and where its output goes.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::Context;
+use nix::unistd::{Gid, Uid, User};
+
+/// The account Postgres runs as. PostgreSQL refuses to run as root, so a root agent (the default in
+/// Zalando's pods) drops Patroni to `postgres`, as Spilo's `chpst -u postgres` did.
+#[derive(Debug, Clone, Copy)]
+pub struct RunAs {
+    pub uid: Uid,
+    pub gid: Gid,
+}
+
+impl RunAs {
+    /// `None` when the agent is not root: Patroni then runs as the agent's own user.
+    pub fn postgres_if_root() -> anyhow::Result<Option<RunAs>> {
+        if !Uid::effective().is_root() {
+            return Ok(None);
+        }
+        let user = User::from_name("postgres")
+            .context("looking up user 'postgres'")?
+            .context("running as root but there is no 'postgres' user to run PostgreSQL as (PostgreSQL refuses to run as root)")?;
+        Ok(Some(RunAs { uid: user.uid, gid: user.gid }))
+    }
+}
+
+/// How to start Patroni.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    /// The patroni executable: `PGHERD_PATRONI` or `patroni` from PATH.
+    pub program: PathBuf,
+    pub config: PathBuf,
+    pub env: BTreeMap<String, String>,
+    pub cwd: PathBuf,
+    pub run_as: Option<RunAs>,
+}
+
+/// Spawns Patroni in its own process group (so a terminal's Ctrl-C or a group kill aimed at the agent
+/// reaches Patroni only through the agent's forwarding) with parent-death SIGTERM, so that even an agent
+/// killed with SIGKILL outside a container does not leave Patroni and Postgres running unsupervised.
+pub fn spawn(launch: &Launch) -> anyhow::Result<u32> {
+    let mut cmd = Command::new(&launch.program);
+    cmd.arg(&launch.config)
+        .env_clear()
+        .envs(&launch.env)
+        .current_dir(&launch.cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    if let Some(r) = launch.run_as {
+        cmd.uid(r.uid.as_raw()).gid(r.gid.as_raw());
+    }
+    // SAFETY: prctl is async-signal-safe; the closure runs after the uid change (which would reset
+    // the parent-death signal) and touches no allocator or lock.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM).map_err(std::io::Error::from)
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("starting Patroni ({})", launch.program.display()))?;
+    let pid = child.id();
+    if let Some(out) = child.stdout.take() {
+        forward_lines(out);
+    }
+    if let Some(err) = child.stderr.take() {
+        forward_lines(err);
+    }
+    // The child is reaped by the supervisor's waitpid(-1) loop, never through `child`.
+    drop(child);
+    Ok(pid)
+}
+
+/// Re-emits Patroni's output through tracing so that it follows the agent's format (JSON in pods).
+fn forward_lines(stream: impl Read + Send + 'static) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            let (level, msg) = classify(&line);
+            match level {
+                Level::Error => tracing::error!(target: "patroni", "{msg}"),
+                Level::Warn => tracing::warn!(target: "patroni", "{msg}"),
+                Level::Debug => tracing::debug!(target: "patroni", "{msg}"),
+                Level::Info => tracing::info!(target: "patroni", "{msg}"),
+            }
+        }
+    });
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Level {
+    Error,
+    Warn,
+    Info,
+    Debug,
+}
+
+/// Splits Patroni's `2024-01-02 03:04:05,678 INFO: message` into a level and the message (the timestamp
+/// is dropped: tracing adds its own). Lines in other shapes (tracebacks) are kept whole at INFO, except
+/// Python tracebacks, which are errors.
+fn classify(line: &str) -> (Level, &str) {
+    const LEVELS: [(&str, Level); 6] = [
+        (" CRITICAL: ", Level::Error),
+        (" ERROR: ", Level::Error),
+        (" WARNING: ", Level::Warn),
+        (" INFO: ", Level::Info),
+        (" DEBUG: ", Level::Debug),
+        (" FATAL: ", Level::Error),
+    ];
+    let looks_timestamped = line.len() > 23 && line.as_bytes()[4] == b'-' && line.as_bytes()[10] == b' ';
+    if looks_timestamped {
+        for (tag, level) in LEVELS {
+            if let Some(i) = line[19..].find(tag) {
+                return (level, &line[19 + i + tag.len()..]);
+            }
+        }
+    }
+    if line.starts_with("Traceback") {
+        return (Level::Error, line);
+    }
+    (Level::Info, line)
+}
+
+/// The Patroni executable to run.
+pub fn program(env: &BTreeMap<String, String>) -> PathBuf {
+    env.get("PGHERD_PATRONI").filter(|p| !p.is_empty()).map(PathBuf::from).unwrap_or_else(|| "patroni".into())
+}
+
+/// Directory of the running agent binary, put first on Patroni's PATH.
+pub fn agent_dir() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating the pgherd-agent binary")?;
+    Ok(exe.parent().map(Path::to_path_buf).unwrap_or_else(|| "/".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patroni_levels_are_mapped() {
+        assert_eq!(
+            classify("2024-01-02 03:04:05,678 INFO: no action. I am (pg-0), the leader with the lock"),
+            (Level::Info, "no action. I am (pg-0), the leader with the lock")
+        );
+        assert_eq!(classify("2024-01-02 03:04:05,678 ERROR: boom").0, Level::Error);
+        assert_eq!(classify("2024-01-02 03:04:05,678 WARNING: hm").0, Level::Warn);
+        assert_eq!(classify("Traceback (most recent call last):").0, Level::Error);
+        assert_eq!(classify("  File \"x.py\", line 1"), (Level::Info, "  File \"x.py\", line 1"));
+    }
+}
