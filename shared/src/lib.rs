@@ -3,3 +3,4 @@
 #[cfg(feature = "crd")]
 pub mod crd;
 pub mod naming;
+pub mod patroni;

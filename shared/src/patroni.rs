@@ -1,0 +1,218 @@
+//! Client for Patroni's REST API, the only interface pgherd uses to drive Patroni (Spilo's upgrade script
+//! imported Patroni's private Python modules instead, which broke across Patroni releases).
+//!
+//! Field names follow Patroni 4; Patroni 3 differences (`master` for `primary`, no `receive_lag`) are
+//! absorbed here so callers see one model.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Patroni REST API {url}: {source}")]
+    Http { url: String, source: reqwest::Error },
+    #[error("Patroni REST API {url}: HTTP {status}: {body}")]
+    Status {
+        url: String,
+        status: u16,
+        body: String,
+    },
+}
+
+/// `GET /cluster`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct Cluster {
+    #[serde(default)]
+    pub members: Vec<Member>,
+    #[serde(default)]
+    pub pause: bool,
+    #[serde(default)]
+    pub scope: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct Member {
+    pub name: String,
+    /// `leader`, `replica`, `sync_standby`, `standby_leader`, `quorum_standby`, …
+    pub role: String,
+    /// `running`, `streaming`, `starting`, `stopped`, `crashed`, …
+    pub state: String,
+    #[serde(default)]
+    pub api_url: Option<String>,
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub timeline: Option<u64>,
+    /// Bytes behind the leader, or the string "unknown".
+    #[serde(default)]
+    pub lag: Option<serde_json::Value>,
+    #[serde(default)]
+    pub pending_restart: Option<bool>,
+}
+
+impl Member {
+    pub fn is_leader(&self) -> bool {
+        matches!(
+            self.role.as_str(),
+            "leader" | "standby_leader" | "master" | "primary"
+        )
+    }
+
+    /// Replication lag in bytes when Patroni knows it.
+    pub fn lag_bytes(&self) -> Option<u64> {
+        self.lag.as_ref().and_then(serde_json::Value::as_u64)
+    }
+}
+
+impl Cluster {
+    pub fn leader(&self) -> Option<&Member> {
+        self.members.iter().find(|m| m.is_leader())
+    }
+
+    /// Members that are replicas currently streaming from the leader.
+    pub fn streaming_replicas(&self) -> impl Iterator<Item = &Member> {
+        self.members
+            .iter()
+            .filter(|m| !m.is_leader() && m.state == "streaming")
+    }
+}
+
+/// `GET /patroni`: this member's own view.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct Status {
+    pub state: String,
+    pub role: String,
+    #[serde(default)]
+    pub timeline: Option<u64>,
+    #[serde(default)]
+    pub server_version: Option<u64>,
+    #[serde(default)]
+    pub pending_restart: Option<bool>,
+    #[serde(default)]
+    pub patroni: Option<PatroniInfo>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct PatroniInfo {
+    pub version: String,
+    pub scope: String,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// A client for one member's REST API.
+#[derive(Debug, Clone)]
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// `base` like `http://10.0.0.1:8008`.
+    pub fn new(base: impl Into<String>) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("a reqwest client without TLS always builds");
+        Self {
+            base: base.into().trim_end_matches('/').to_string(),
+            http,
+        }
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    async fn get<T: for<'de> Deserialize<'de>>(&self, path: &str) -> Result<T, Error> {
+        let url = format!("{}{path}", self.base);
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|source| Error::Http {
+                url: url.clone(),
+                source,
+            })?;
+        // /patroni answers 503 while Postgres is down but still carries the JSON body.
+        resp.json()
+            .await
+            .map_err(|source| Error::Http { url, source })
+    }
+
+    pub async fn cluster(&self) -> Result<Cluster, Error> {
+        self.get("/cluster").await
+    }
+
+    pub async fn status(&self) -> Result<Status, Error> {
+        self.get("/patroni").await
+    }
+
+    /// `POST /switchover` to `candidate` (or any healthy member when `None`).
+    pub async fn switchover(&self, leader: &str, candidate: Option<&str>) -> Result<(), Error> {
+        let mut body = serde_json::json!({ "leader": leader });
+        if let Some(c) = candidate {
+            body["candidate"] = c.into();
+        }
+        self.send(
+            self.http
+                .post(format!("{}/switchover", self.base))
+                .json(&body),
+        )
+        .await
+    }
+
+    /// `PATCH /config` with a partial dynamic configuration (`null` removes a key).
+    pub async fn patch_config(&self, patch: &serde_json::Value) -> Result<(), Error> {
+        self.send(self.http.patch(format!("{}/config", self.base)).json(patch))
+            .await
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<(), Error> {
+        let req = req.build().map_err(|source| Error::Http {
+            url: self.base.clone(),
+            source,
+        })?;
+        let url = req.url().to_string();
+        let resp = self.http.execute(req).await.map_err(|source| Error::Http {
+            url: url.clone(),
+            source,
+        })?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let body = resp.text().await.unwrap_or_default();
+        Err(Error::Status {
+            url,
+            status: status.as_u16(),
+            body,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_patroni_4_and_3_cluster_views() {
+        let v4 = r#"{"members":[
+            {"name":"pg-0","role":"leader","state":"running","api_url":"http://127.0.0.1:8008/patroni","host":"127.0.0.1","port":5432,"timeline":2},
+            {"name":"pg-1","role":"sync_standby","state":"streaming","host":"127.0.0.1","port":5433,"timeline":2,"lag":0,"receive_lag":0},
+            {"name":"pg-2","role":"replica","state":"running","lag":"unknown"}],"scope":"demo"}"#;
+        let c: Cluster = serde_json::from_str(v4).unwrap();
+        assert_eq!(c.leader().unwrap().name, "pg-0");
+        assert_eq!(c.streaming_replicas().count(), 1);
+        assert_eq!(c.members[1].lag_bytes(), Some(0));
+        assert_eq!(c.members[2].lag_bytes(), None);
+        let v3 = r#"{"members":[{"name":"a","role":"master","state":"running"}]}"#;
+        let c: Cluster = serde_json::from_str(v3).unwrap();
+        assert!(c.leader().is_some());
+        assert!(!c.pause);
+    }
+}
