@@ -1,1 +1,14 @@
-//! Integration harness: real etcd, Garage, PostgreSQL and Patroni on loopback, torn down on drop.
+//! Integration harness: real etcd, Garage (S3), PostgreSQL and Patroni on loopback, each on random ports in
+//! temp dirs, driven through `pgherd-agent run` with a Spilo-style environment. Every process started here
+//! is killed and every directory removed when its guard drops, also when a test panics.
+
+pub mod cluster;
+pub mod etcd;
+pub mod garage;
+pub mod service;
+pub mod tools;
+pub mod wait;
+
+pub use cluster::{Cluster, ClusterSpec, Member};
+pub use etcd::Etcd;
+pub use garage::Garage;
