@@ -23,9 +23,8 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
-# Debian's package starts a default cluster and etcd as services; tests run their own on random ports.
+# Debian's etcd package may start a system etcd on 2379; tests run their own on random ports.
 if command -v systemctl >/dev/null 2>&1; then systemctl disable --now etcd >/dev/null 2>&1 || true; fi
-pkill -x etcd >/dev/null 2>&1 || true
 
 make_venv() { # dir, pip requirement...
   local dir=$1; shift
@@ -51,6 +50,11 @@ if ! marker_ok "$repo/.venv-patroni3" "$reqs3"; then
   # shellcheck disable=SC2086
   make_venv "$repo/.venv-patroni3" $reqs3
   echo "$reqs3" >"$repo/.venv-patroni3/.pgherd-installed"
+fi
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+  log "cargo install cargo-nextest"
+  cargo install cargo-nextest --locked >/dev/null 2>&1
 fi
 
 garage_bin="$cache/garage-$garage_version/bin/garage"
