@@ -1,7 +1,13 @@
 //! pgherd-coordinator: turns `acid.zalan.do/v1` postgresql resources into
 //! Kubernetes objects. Pure builders and decisions live in `builders`,
-//! `config` and `reconcile::plan`; `kube_api` is the thin shell that talks to
-//! the API server, with an in-memory twin in `fake` for tests.
+//! `config` and `reconcile::{apply,status,finalizer}`; `kube_api` is the thin
+//! shell that talks to the API server, with an in-memory twin in `fake`.
 
 pub mod builders;
 pub mod config;
+pub mod controller;
+#[cfg(any(test, feature = "fake"))]
+pub mod fake;
+pub mod kube_api;
+pub mod reconcile;
+pub mod render;

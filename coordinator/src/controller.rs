@@ -1,0 +1,207 @@
+//! The imperative shell: kube-runtime Controller wiring, configuration
+//! reloads, and the mapping from reconcile results to requeues.
+//!
+//! Verified only by compiling; behaviour against a real API server is not
+//! exercised in this repository's tests (see docs/coordinator.md).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client};
+use pgherd_shared::crd::{OperatorConfiguration, Postgresql};
+
+use crate::builders::OsPasswords;
+use crate::config::{ConfigError, OperatorConfig};
+use crate::kube_api::client::KubeClientApi;
+use crate::reconcile::{reconcile, Context, Done, ReconcileError};
+
+/// Where the operator configuration lives.
+#[derive(Clone, Debug)]
+pub enum ConfigSource {
+    ConfigMap {
+        namespace: String,
+        name: String,
+    },
+    OperatorConfiguration {
+        namespace: String,
+        name: String,
+    },
+    /// Zalando's defaults only.
+    Defaults,
+}
+
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub config: ConfigSource,
+    pub operator_namespace: String,
+    /// `WATCHED_NAMESPACE` wins over the configuration, as upstream.
+    pub watched_namespace: Option<String>,
+    pub instance: Option<String>,
+}
+
+async fn load_config(client: &Client, source: &ConfigSource) -> anyhow::Result<OperatorConfig> {
+    Ok(match source {
+        ConfigSource::Defaults => OperatorConfig::default(),
+        ConfigSource::ConfigMap { namespace, name } => {
+            let cm = Api::<ConfigMap>::namespaced(client.clone(), namespace)
+                .get(name)
+                .await?;
+            from_configmap(&cm)?
+        }
+        ConfigSource::OperatorConfiguration { namespace, name } => {
+            let oc = Api::<OperatorConfiguration>::namespaced(client.clone(), namespace)
+                .get(name)
+                .await?;
+            OperatorConfig::from_operator_configuration(&oc)?
+        }
+    })
+}
+
+fn from_configmap(cm: &ConfigMap) -> Result<OperatorConfig, ConfigError> {
+    let (cfg, unknown) = OperatorConfig::from_configmap(&cm.data.clone().unwrap_or_default())?;
+    if !unknown.is_empty() {
+        tracing::warn!(keys = ?unknown, "ignoring unknown operator configuration keys");
+    }
+    Ok(cfg)
+}
+
+/// Watches the configuration object; every valid change replaces the
+/// configuration in place and triggers a reconcile of all clusters, so no
+/// coordinator restart is needed (upstream reads it once, W-11).
+fn config_updates(
+    client: Client,
+    source: ConfigSource,
+    ctx: Arc<Context<KubeClientApi>>,
+) -> futures::stream::BoxStream<'static, ()> {
+    fn apply(ctx: &Context<KubeClientApi>, parsed: Result<OperatorConfig, ConfigError>) -> bool {
+        match parsed {
+            Ok(cfg) if *ctx.config() != cfg => {
+                tracing::info!("operator configuration changed; reconciling all clusters");
+                ctx.set_config(cfg);
+                true
+            }
+            Ok(_) => false,
+            Err(e) => {
+                tracing::error!(error = %e, "invalid operator configuration; keeping the previous one");
+                false
+            }
+        }
+    }
+    match source {
+        ConfigSource::Defaults => futures::stream::pending().boxed(),
+        ConfigSource::ConfigMap { namespace, name } => {
+            let wc = watcher::Config::default().fields(&format!("metadata.name={name}"));
+            watcher(Api::<ConfigMap>::namespaced(client, &namespace), wc)
+                .applied_objects()
+                .filter_map(move |cm| {
+                    let ctx = ctx.clone();
+                    async move {
+                        cm.ok()
+                            .filter(|cm| apply(&ctx, from_configmap(cm)))
+                            .map(|_| ())
+                    }
+                })
+                .boxed()
+        }
+        ConfigSource::OperatorConfiguration { namespace, name } => {
+            let wc = watcher::Config::default().fields(&format!("metadata.name={name}"));
+            watcher(
+                Api::<OperatorConfiguration>::namespaced(client, &namespace),
+                wc,
+            )
+            .applied_objects()
+            .filter_map(move |oc| {
+                let ctx = ctx.clone();
+                async move {
+                    oc.ok()
+                        .filter(|oc| apply(&ctx, OperatorConfig::from_operator_configuration(oc)))
+                        .map(|_| ())
+                }
+            })
+            .boxed()
+        }
+    }
+}
+
+async fn reconcile_one(
+    pg: Arc<Postgresql>,
+    ctx: Arc<Context<KubeClientApi>>,
+) -> Result<Action, ReconcileError> {
+    let resync = ctx.config().resync_period;
+    Ok(match reconcile(&pg, &ctx).await? {
+        Done::Synced => Action::requeue(resync),
+        Done::DeletionBlocked => Action::requeue(Duration::from_secs(60)),
+        Done::Invalid | Done::Deleted => Action::await_change(),
+    })
+}
+
+fn error_policy(
+    pg: Arc<Postgresql>,
+    err: &ReconcileError,
+    _: Arc<Context<KubeClientApi>>,
+) -> Action {
+    tracing::warn!(cluster = ?pg.metadata.name, error = %err, "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(30))
+}
+
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let client = Client::try_default().await?;
+    let cfg = load_config(&client, &settings.config).await?;
+    let watched = settings
+        .watched_namespace
+        .clone()
+        .unwrap_or_else(|| cfg.watched_namespace.clone());
+    let cluster_labels: BTreeMap<String, String> = cfg.cluster_labels.clone();
+    let name_label = cfg.cluster_name_label.clone();
+    let ctx = Arc::new(Context::new(
+        KubeClientApi::new(client.clone(), settings.instance.clone()),
+        cfg,
+        Box::new(OsPasswords),
+    ));
+
+    let (pgs, statefulsets): (Api<Postgresql>, Api<StatefulSet>) = match watched.as_str() {
+        "*" => (Api::all(client.clone()), Api::all(client.clone())),
+        "" => (
+            Api::namespaced(client.clone(), &settings.operator_namespace),
+            Api::namespaced(client.clone(), &settings.operator_namespace),
+        ),
+        ns => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
+    };
+    let selector = cluster_labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    tracing::info!(namespace = %watched, "pgherd-coordinator watching postgresql resources");
+
+    Controller::new(pgs, watcher::Config::default())
+        .watches(
+            statefulsets,
+            watcher::Config::default().labels(&selector),
+            move |sts: StatefulSet| {
+                let ns = sts.metadata.namespace.clone()?;
+                let name = sts.metadata.labels.as_ref()?.get(&name_label)?.clone();
+                Some(ObjectRef::<Postgresql>::new(&name).within(&ns))
+            },
+        )
+        .reconcile_all_on(config_updates(client, settings.config, ctx.clone()))
+        .shutdown_on_signal()
+        .run(reconcile_one, error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "controller event");
+            }
+        })
+        .await;
+    Ok(())
+}
