@@ -382,3 +382,6 @@ async fn delete<A: KubeApi>(
         .await?;
     Ok(Done::Deleted)
 }
+
+#[cfg(test)]
+mod tests;
