@@ -18,6 +18,10 @@ pub struct Layout {
     pub patroni_config: PathBuf,
     pub schedule_file: PathBuf,
     pub certs_dir: PathBuf,
+    /// Unix socket directory and home of Patroni's pgpass. Spilo hard-coded `/run/postgresql` here while its
+    /// launch script created `$RW_DIR/postgresql`; following RW_DIR is the same path in the image and lets
+    /// several members share a machine.
+    pub socket_dir: PathBuf,
 }
 
 impl Layout {
@@ -39,6 +43,7 @@ impl Layout {
             patroni_config: rw_dir.join("postgres.yml"),
             schedule_file: rw_dir.join("etc/pgherd/schedule.json"),
             certs_dir: rw_dir.join("certs"),
+            socket_dir: rw_dir.join("postgresql"),
             rw_dir,
             pg_home,
             pg_root,

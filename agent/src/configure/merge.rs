@@ -18,10 +18,11 @@ pub fn user_config(env: &Env) -> Result<(String, Map<String, Value>), Error> {
             env.get("PATRONI_CONFIGURATION").unwrap_or(""),
         ),
     };
-    let value: Value = if text.trim().is_empty() {
-        Value::Null
-    } else {
-        serde_yaml_ng::from_str(text).map_err(|e| Error::invalid(var, yaml_error(&e)))?
+    // JSON first: a YAML parser treats U+0085/U+2028 inside JSON strings as line breaks.
+    let value: Value = match serde_json::from_str(text) {
+        Ok(value) => value,
+        Err(_) if text.trim().is_empty() => Value::Null,
+        Err(_) => serde_yaml_ng::from_str(text).map_err(|e| Error::invalid(var, yaml_error(&e)))?,
     };
     let map = match value {
         Value::Null => Map::new(),

@@ -29,6 +29,8 @@ pub struct Template<'a> {
     pub pg_connect_address: &'a str,
     pub restapi_connect_address: &'a str,
     pub data_dir: &'a Path,
+    /// Patroni's pgpass, in the socket directory (`$RW_DIR/postgresql`, Spilo's `/run/postgresql`).
+    pub pgpass: &'a Path,
     pub shared_buffers: String,
     pub max_connections: u64,
     pub bg_mon_listen: &'a str,
@@ -177,7 +179,7 @@ pub fn template(env: &Env, t: &Template) -> Result<Map<String, Value>, Error> {
     }
 
     let mut postgresql = Map::new();
-    postgresql.insert("pgpass".into(), json!("/run/postgresql/pgpass"));
+    postgresql.insert("pgpass".into(), json!(t.pgpass.display().to_string()));
     postgresql.insert("use_unix_socket".into(), json!(true));
     postgresql.insert("use_unix_socket_repl".into(), json!(true));
     postgresql.insert("name".into(), json!(t.member));

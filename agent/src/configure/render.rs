@@ -126,6 +126,7 @@ pub fn render(
             pg_connect_address: &pg_connect_address,
             restapi_connect_address: &restapi_connect_address,
             data_dir: &layout.pg_data,
+            pgpass: &layout.socket_dir.join("pgpass"),
             shared_buffers: sizing::shared_buffers(machine.memory_mb, kubernetes),
             max_connections: sizing::max_connections(machine.memory_mb),
             // Spilo always overwrote BGMON_LISTEN_IP with its own probe; an explicit value is honoured here.

@@ -110,12 +110,22 @@ fn string(s: &str) -> String {
 
 /// Conservative: a plain scalar starting with a letter, `_` or `/` can never resolve to a number, timestamp,
 /// merge key or `=` in YAML 1.1 or 1.2; what remains are the boolean/null words and characters with syntax
-/// meaning.
+/// meaning. A scalar starting with a digit is a string only if it has a character no numeric form allows (all
+/// of YAML's number patterns are anchored and made of digits, `_.:+-eE`, and the `0x`/`0b`/`0o` prefixes) and
+/// is not a date (`2026-11-01...`): `1800s` and `64MB` stay plain, `0644`, `12:30` and `1e3` are quoted.
 fn is_plain_safe(s: &str) -> bool {
     let Some(first) = s.chars().next() else {
         return false;
     };
-    if !(first.is_ascii_alphabetic() || first == '_' || first == '/') || s.ends_with(' ') {
+    let letter_start = first.is_ascii_alphabetic() || first == '_' || first == '/';
+    let digit_start = first.is_ascii_digit()
+        && s.chars()
+            .any(|c| !matches!(c, '0'..='9' | '_' | '.' | ':' | '+' | '-' | 'e' | 'E'))
+        && !["0x", "0X", "0b", "0B", "0o", "0O"]
+            .iter()
+            .any(|p| s.starts_with(p))
+        && !(s.len() >= 5 && s[..4].bytes().all(|b| b.is_ascii_digit()) && s.as_bytes()[4] == b'-');
+    if !(letter_start || digit_start) || s.ends_with(' ') {
         return false;
     }
     let reserved = ["true", "false", "yes", "no", "on", "off", "y", "n", "null"];
@@ -196,7 +206,14 @@ m: null
             "~",
             "",
             "0644",
-            "1d",
+            "15",
+            "9.6",
+            "2026-11-01T10:00:00+00:00",
+            "2026-11-01 10:00:00",
+            "0b11",
+            "0o17",
+            "1.5e+3",
+            "1:30:00",
             "12:30",
             "1_000",
             "2026-11-01",
@@ -232,6 +249,9 @@ m: null
             "local   all  all  trust",
             "host:5432",
             "btree_gin,x",
+            "1800s",
+            "64MB",
+            "1d",
         ] {
             assert_eq!(string(s), s);
         }
