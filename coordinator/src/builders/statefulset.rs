@@ -89,7 +89,7 @@ fn postgres_container(c: &Cluster) -> Result<Container, BuildError> {
             allow_privilege_escalation: Some(cfg.spilo_allow_privilege_escalation),
             privileged: Some(cfg.spilo_privileged),
             read_only_root_filesystem: Some(false),
-            capabilities: (!capabilities.is_empty()).then(|| Capabilities {
+            capabilities: (!capabilities.is_empty()).then_some(Capabilities {
                 add: Some(capabilities),
                 drop: None,
             }),

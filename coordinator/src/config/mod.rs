@@ -507,19 +507,25 @@ mod tests {
 
     #[test]
     fn invalid_settings_name_the_setting() {
-        let mut d = OperatorConfigurationData::default();
-        d.resync_period = Some("soon".into());
+        let d = OperatorConfigurationData {
+            resync_period: Some("soon".into()),
+            ..Default::default()
+        };
         let e = OperatorConfig::from_data(&d, Source::OperatorConfiguration).unwrap_err();
         assert!(e.to_string().contains("resync_period"), "{e}");
-        let mut d = OperatorConfigurationData::default();
-        d.kubernetes = Some(KubernetesConfiguration {
-            pod_management_policy: Some("random".into()),
+        let d = OperatorConfigurationData {
+            kubernetes: Some(KubernetesConfiguration {
+                pod_management_policy: Some("random".into()),
+                ..Default::default()
+            }),
             ..Default::default()
-        });
+        };
         let e = OperatorConfig::from_data(&d, Source::OperatorConfiguration).unwrap_err();
         assert!(e.to_string().contains("pod_management_policy"), "{e}");
-        let mut d = OperatorConfigurationData::default();
-        d.deletion_policy = Some("Shred".into());
+        let d = OperatorConfigurationData {
+            deletion_policy: Some("Shred".into()),
+            ..Default::default()
+        };
         let e = OperatorConfig::from_data(&d, Source::OperatorConfiguration).unwrap_err();
         assert!(e.to_string().contains("deletion_policy"), "{e}");
     }

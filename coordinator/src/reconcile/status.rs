@@ -34,16 +34,28 @@ pub struct Observed {
     pub ready_instances: i32,
 }
 
+/// What one condition should say.
+struct Wanted<'a> {
+    type_: &'a str,
+    status: bool,
+    reason: &'a str,
+    message: String,
+}
+
+/// Keeps `lastTransitionTime` unless the condition's status flips.
 fn set(
     conditions: &mut Vec<Condition>,
     old: Option<&PostgresqlStatus>,
-    type_: &str,
-    status: bool,
-    reason: &str,
-    message: String,
+    w: Wanted,
     generation: Option<i64>,
     now: Timestamp,
 ) {
+    let Wanted {
+        type_,
+        status,
+        reason,
+        message,
+    } = w;
     let status = if status { "True" } else { "False" }.to_string();
     let since = old
         .and_then(|o| o.condition(type_))
@@ -106,16 +118,13 @@ pub fn next_status(
             m.clone(),
         ),
     };
-    set(
-        &mut conditions,
-        old,
-        READY,
-        ready,
-        ready_reason,
-        ready_message,
-        generation,
-        now,
-    );
+    let w = Wanted {
+        type_: READY,
+        status: ready,
+        reason: ready_reason,
+        message: ready_message,
+    };
+    set(&mut conditions, old, w, generation, now);
     let (err, err_reason, err_message) = match &obs.outcome {
         Outcome::Synced => (
             false,
@@ -126,27 +135,21 @@ pub fn next_status(
         Outcome::Failed(m) => (true, "ApiError", m.clone()),
         Outcome::DeletionBlocked(_) => (false, "Deleting", String::new()),
     };
-    set(
-        &mut conditions,
-        old,
-        RECONCILE_ERROR,
-        err,
-        err_reason,
-        err_message,
-        generation,
-        now,
-    );
+    let w = Wanted {
+        type_: RECONCILE_ERROR,
+        status: err,
+        reason: err_reason,
+        message: err_message,
+    };
+    set(&mut conditions, old, w, generation, now);
     if let Outcome::DeletionBlocked(m) = &obs.outcome {
-        set(
-            &mut conditions,
-            old,
-            DELETION_BLOCKED,
-            true,
-            "DeleteProtection",
-            m.clone(),
-            generation,
-            now,
-        );
+        let w = Wanted {
+            type_: DELETION_BLOCKED,
+            status: true,
+            reason: "DeleteProtection",
+            message: m.clone(),
+        };
+        set(&mut conditions, old, w, generation, now);
     }
     PostgresqlStatus {
         cluster_status: phase,

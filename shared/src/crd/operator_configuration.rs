@@ -6,6 +6,9 @@
 //! (W-23), so defaults are applied in exactly one place, the coordinator's
 //! config module, whichever format the settings came from.
 
+// `printcolumn(...)` repeats `type_ = ...` by design; clippy mistakes it for a duplicate.
+#![allow(clippy::duplicated_attributes)]
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Container, Probe};

@@ -5,6 +5,9 @@
 //! manifest serialises back to exactly what the user wrote; defaults belong to
 //! the builders, which also know the operator configuration.
 
+// `printcolumn(...)` repeats `type_ = ...` by design; clippy mistakes it for a duplicate.
+#![allow(clippy::duplicated_attributes)]
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
