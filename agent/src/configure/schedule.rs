@@ -70,7 +70,21 @@ pub fn validate_cron(var: &str, expr: &str) -> Result<String, Error> {
             cron_crate_weekdays(fields[4])
         )
     };
-    cron::Schedule::from_str(&candidate).map_err(|e| bad(e.to_string()))?;
+    cron::Schedule::from_str(&candidate).map_err(|e| {
+        // The crate's message spans lines and echoes our translated expression; keep its last line only.
+        let detail = e.to_string();
+        let last = detail
+            .lines()
+            .map(str::trim)
+            .rfind(|l| !l.is_empty() && !l.starts_with('^'));
+        match last {
+            Some(line) if line.to_ascii_lowercase().contains("days of week") => {
+                bad("day of week must be 0-7 or SUN-SAT".into())
+            }
+            Some(line) if line != candidate => bad(line.to_string()),
+            _ => bad("unparsable".into()),
+        }
+    })?;
     Ok(expr.to_string())
 }
 
