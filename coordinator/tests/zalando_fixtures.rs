@@ -254,3 +254,15 @@ fn render_prints_every_object_of_every_postgresql_document() {
         "document 1 (acid-x): spec.numberOfInstances: must be 0 or more, got -1"
     );
 }
+
+#[test]
+fn deploy_example_configuration_loads() {
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/operatorconfiguration.yaml");
+    let cfg = OperatorConfig::from_yaml(&std::fs::read_to_string(path).unwrap()).unwrap();
+    assert_eq!(
+        cfg.deletion_policy,
+        pgherd_coordinator::config::DeletionPolicy::Retain
+    );
+    assert_eq!(cfg.watched_namespace, "*");
+}
