@@ -134,6 +134,8 @@ pub fn certificate_files(
 fn self_signed(subject: &Subject) -> Result<(String, String), Error> {
     let mut names = vec![subject.hostname.to_string(), "localhost".to_string()];
     names.extend(subject.ip.map(str::to_string));
+    // A SAN must be ASCII; an odd host name should not stop the cluster from getting a certificate.
+    names.retain(|n| !n.is_empty() && n.is_ascii());
     names.dedup();
     let mut params = CertificateParams::new(names)?;
     let mut dn = DistinguishedName::new();
