@@ -36,10 +36,12 @@ pub use schedule::Schedule;
 
 /// Command-line arguments of `pgherd-agent configure` (flattened into `pgherd-agent run` too).
 #[derive(Debug, Clone, clap::Args)]
+// clap names a derived argument group after the struct; `run`'s own `Args` would collide with it when flattened.
+#[group(id = "configure")]
 pub struct Args {
     /// Treat DIR as `/`: every file is written under it, and the data directory, the PostgreSQL installations
     /// and an existing TLS key are looked up under it (tests, dry runs).
-    #[arg(long, default_value = "/")]
+    #[arg(long, value_name = "DIR", default_value = "/")]
     pub root: PathBuf,
     /// Memory in MiB used for sizing instead of the cgroup limit.
     #[arg(long)]
