@@ -295,3 +295,28 @@ fn cli_reports_one_line_and_fails_or_succeeds_without_storage() {
     assert!(ok.stdout.is_empty());
     assert!(root.path().join("run/postgres.yml").is_file());
 }
+
+/// `configure::Args` is flattened into `run`'s arguments; clap rejects (panics on) two groups with one id.
+#[test]
+fn run_accepts_the_configure_arguments() {
+    let out = Command::new(env!("CARGO_BIN_EXE_pgherd-agent"))
+        .args(["run", "--help"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--root",
+        "--memory-mb",
+        "--cpu-count",
+        "--hostname",
+        "--ip",
+        "--listen-ip",
+    ] {
+        assert!(help.contains(flag), "run --help lacks {flag}:\n{help}");
+    }
+}
