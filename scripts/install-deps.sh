@@ -14,7 +14,7 @@ garage_version=2.5.0
 log() { printf '[install-deps] %s\n' "$*" >&2; }
 
 need_apt=()
-for pkg in postgresql-15 postgresql-contrib etcd-server etcd-client rsync; do
+for pkg in postgresql-15 postgresql-contrib etcd-server etcd-client rsync python3 python3-venv; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -26,18 +26,25 @@ fi
 # Debian's etcd package may start a system etcd on 2379; tests run their own on random ports.
 if command -v systemctl >/dev/null 2>&1; then systemctl disable --now etcd >/dev/null 2>&1 || true; fi
 
+# Patroni runs as the postgres user, so its interpreter must be one that user can execute: Debian's
+# /usr/bin/python3, not a per-user build such as pyenv's under a 0700 home directory.
+py=/usr/bin/python3
 make_venv() { # dir, pip requirement...
   local dir=$1; shift
+  if [ -e "$dir" ] && [ "$(readlink -f "$dir/bin/python3")" != "$(readlink -f "$py")" ]; then
+    log "recreating $dir with $py"
+    rm -rf "$dir"
+  fi
   if [ ! -x "$dir/bin/python3" ]; then
     log "creating venv $dir"
-    python3 -m venv "$dir"
+    "$py" -m venv "$dir"
   fi
   if ! "$dir/bin/python3" -m pip install -q --disable-pip-version-check "$@" >"$dir.install.log" 2>&1; then
     cat "$dir.install.log" >&2
     exit 1
   fi
 }
-marker_ok() { [ -f "$1/.pgherd-installed" ] && [ "$(cat "$1/.pgherd-installed")" = "$2" ]; }
+marker_ok() { [ -f "$1/.pgherd-installed" ] && [ "$(cat "$1/.pgherd-installed")" = "$2" ] && [ "$(readlink -f "$1/bin/python3")" = "$(readlink -f "$py")" ]; }
 
 reqs4="patroni[etcd,etcd3]>=4.0,<5 psycopg2-binary>=2.9 pgserver==0.1.4 PyYAML>=6"
 if ! marker_ok "$repo/.venv" "$reqs4"; then

@@ -9,7 +9,10 @@ use tracing_subscriber::{fmt, EnvFilter};
 /// for one module without rebuilding the image.
 pub fn init(json: bool, default_level: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colour only for a human at a terminal: pod logs and Patroni's captured output must stay plain.
+    use std::io::IsTerminal;
+    let builder =
+        fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());
     if json {
         builder.json().flatten_event(true).with_current_span(false).init();
     } else {

@@ -134,7 +134,13 @@ impl Cluster {
         let dir = tempfile::Builder::new().prefix(&format!("pgherd-{}-", spec.scope)).tempdir()?;
         // Patroni and Postgres run as `postgres` when the harness is root: they must traverse the temp dir.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
-        let agent = tools::agent_bin()?;
+        // Patroni (running as postgres) calls `pgherd-agent …` subcommands from the agent's directory; the
+        // build tree may sit where postgres cannot reach it, so each cluster runs its own copy.
+        let bin = dir.path().join("bin");
+        std::fs::create_dir_all(&bin)?;
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755))?;
+        let agent = bin.join("pgherd-agent");
+        std::fs::copy(tools::agent_bin()?, &agent).context("copying the agent binary")?;
         let superuser_pw = random_hex(12);
         let standby_pw = random_hex(12);
         let mut members = Vec::new();
@@ -197,6 +203,7 @@ impl Cluster {
             Ok((!in_recovery).then_some(view))
         })
         .await
+        .map_err(|e| e.context(format!("member logs:\n{}", self.logs(60))))
     }
 
     /// Index of the current leader.

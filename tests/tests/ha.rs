@@ -124,6 +124,13 @@ async fn agent_restarts_crashed_patroni_and_stops_cleanly() -> anyhow::Result<()
     })
     .await?;
     assert_ne!(restarted, patroni);
+    // The new Patroni answers on the member's own REST API once it has taken the running postmaster over.
+    let own = cluster.member(leader).patroni();
+    wait::until(Duration::from_secs(60), "the restarted Patroni to report a running leader", || async {
+        let s = own.status().await?;
+        Ok((s.state == "running" && matches!(s.role.as_str(), "primary" | "master")).then_some(()))
+    })
+    .await?;
     cluster.wait_ready(1, Duration::from_secs(60)).await?;
     assert_eq!(postmaster_pid(&cluster.member(leader).data_dir())?, postmaster, "the postmaster was adopted, not restarted");
 

@@ -181,14 +181,16 @@ impl Supervisor {
                 clean = false;
             }
         }
+        // Patroni normally stops Postgres itself. It does not when it had crashed, or when the signal
+        // arrived before it had installed its handlers; then a fast shutdown here is still a clean one.
         if let Some(pm) = self.running_postmaster() {
             tracing::warn!(pid = pm.as_raw(), "postmaster still running without Patroni; fast shutdown");
-            clean = false;
             let _ = kill(pm, Signal::SIGINT);
             if !wait_gone(pm, Duration::from_secs(20), signals).await {
                 tracing::error!("postmaster ignored fast shutdown; immediate shutdown");
                 let _ = kill(pm, Signal::SIGQUIT);
                 wait_gone(pm, Duration::from_secs(5), signals).await;
+                clean = false;
             }
         }
         let me = std::process::id() as i32;

@@ -83,6 +83,11 @@ pub fn spawn(launch: &Launch) -> anyhow::Result<u32> {
 fn forward_lines(stream: impl Read + Send + 'static) {
     std::thread::spawn(move || {
         for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            // pgherd-agent subcommands run by Patroni already log in the agent's JSON format: pass through.
+            if line.starts_with('{') && line.contains("\"level\"") {
+                eprintln!("{line}");
+                continue;
+            }
             let (level, msg) = classify(&line);
             match level {
                 Level::Error => tracing::error!(target: "patroni", "{msg}"),
