@@ -26,13 +26,16 @@ pub struct Args {
 /// What an envdir does to the environment: `Some(value)` sets, `None` removes.
 pub fn read(dir: &Path) -> anyhow::Result<BTreeMap<String, Option<String>>> {
     let mut out = BTreeMap::new();
-    for entry in std::fs::read_dir(dir).with_context(|| format!("reading envdir {}", dir.display()))? {
+    for entry in
+        std::fs::read_dir(dir).with_context(|| format!("reading envdir {}", dir.display()))?
+    {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.starts_with('.') || name.contains('=') || !entry.file_type()?.is_file() {
             continue;
         }
-        let bytes = std::fs::read(entry.path()).with_context(|| format!("reading {}", entry.path().display()))?;
+        let bytes = std::fs::read(entry.path())
+            .with_context(|| format!("reading {}", entry.path().display()))?;
         out.insert(name, value_of(&bytes));
     }
     Ok(out)
@@ -43,13 +46,20 @@ fn value_of(bytes: &[u8]) -> Option<String> {
         return None;
     }
     let text = String::from_utf8_lossy(bytes);
-    let first = text.split('\n').next().unwrap_or_default().replace('\0', "\n");
+    let first = text
+        .split('\n')
+        .next()
+        .unwrap_or_default()
+        .replace('\0', "\n");
     Some(first.trim_end().to_string())
 }
 
 pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     let vars = read(&args.dir)?;
-    let (program, rest) = args.command.split_first().context("envdir needs a program to run")?;
+    let (program, rest) = args
+        .command
+        .split_first()
+        .context("envdir needs a program to run")?;
     let mut cmd = std::process::Command::new(program);
     cmd.args(rest);
     for (k, v) in vars {

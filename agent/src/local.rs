@@ -17,11 +17,21 @@ pub enum Error {
     #[error("{CONFIG_VAR} is not set: this command is meant to be started by Patroni under `pgherd-agent run`")]
     NotSet,
     #[error("reading the Patroni configuration {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("parsing the Patroni configuration {path}: {source}")]
-    Parse { path: PathBuf, source: serde_yaml_ng::Error },
+    Parse {
+        path: PathBuf,
+        source: serde_yaml_ng::Error,
+    },
     #[error("Patroni configuration {path}: {field} {problem}")]
-    Field { path: PathBuf, field: &'static str, problem: String },
+    Field {
+        path: PathBuf,
+        field: &'static str,
+        problem: String,
+    },
 }
 
 /// The facts about the local member that maintenance subcommands need.
@@ -43,23 +53,40 @@ impl Local {
     }
 
     pub fn load(path: &Path) -> Result<Self, Error> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.into(), source })?;
-        let doc: Value =
-            serde_yaml_ng::from_str(&text).map_err(|source| Error::Parse { path: path.into(), source })?;
-        Self::from_value(&doc).map_err(|(field, problem)| Error::Field { path: path.into(), field, problem })
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.into(),
+            source,
+        })?;
+        let doc: Value = serde_yaml_ng::from_str(&text).map_err(|source| Error::Parse {
+            path: path.into(),
+            source,
+        })?;
+        Self::from_value(&doc).map_err(|(field, problem)| Error::Field {
+            path: path.into(),
+            field,
+            problem,
+        })
     }
 
     /// Pure extraction, separate from I/O for tests.
     pub fn from_value(doc: &Value) -> Result<Self, (&'static str, String)> {
         let pg = &doc["postgresql"];
-        let listen = pg["listen"].as_str().ok_or(("postgresql.listen", "is missing".to_string()))?;
+        let listen = pg["listen"]
+            .as_str()
+            .ok_or(("postgresql.listen", "is missing".to_string()))?;
         let port_text = listen.rsplit(':').next().unwrap_or_default();
         let port = port_text
             .parse()
             .map_err(|_| ("postgresql.listen", format!("{listen:?} has no port")))?;
         let configured: Vec<PathBuf> = pg["parameters"]["unix_socket_directories"]
             .as_str()
-            .map(|s| s.split(',').map(str::trim).filter(|d| !d.is_empty()).map(PathBuf::from).collect())
+            .map(|s| {
+                s.split(',')
+                    .map(str::trim)
+                    .filter(|d| !d.is_empty())
+                    .map(PathBuf::from)
+                    .collect()
+            })
             .unwrap_or_default();
         // Without an explicit setting the server uses its compiled-in default: /var/run/postgresql for
         // Debian's packages, /tmp for upstream builds such as the pgserver wheel.
@@ -68,11 +95,25 @@ impl Local {
         } else {
             configured
         };
-        let superuser = pg["authentication"]["superuser"]["username"].as_str().unwrap_or("postgres").to_string();
-        let data_dir =
-            pg["data_dir"].as_str().map(PathBuf::from).ok_or(("postgresql.data_dir", "is missing".to_string()))?;
-        let bin_dir = pg["bin_dir"].as_str().filter(|s| !s.is_empty()).map(PathBuf::from);
-        Ok(Self { port, socket_dirs, superuser, data_dir, bin_dir })
+        let superuser = pg["authentication"]["superuser"]["username"]
+            .as_str()
+            .unwrap_or("postgres")
+            .to_string();
+        let data_dir = pg["data_dir"]
+            .as_str()
+            .map(PathBuf::from)
+            .ok_or(("postgresql.data_dir", "is missing".to_string()))?;
+        let bin_dir = pg["bin_dir"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from);
+        Ok(Self {
+            port,
+            socket_dirs,
+            superuser,
+            data_dir,
+            bin_dir,
+        })
     }
 
     /// The socket directory that has this member's socket, falling back to the first candidate.
@@ -85,7 +126,12 @@ impl Local {
 
     /// A libpq-style key/value connection string over the local socket.
     pub fn conninfo(&self, dbname: &str) -> String {
-        format!("host={} port={} user={} dbname={dbname}", self.socket_dir().display(), self.port, self.superuser)
+        format!(
+            "host={} port={} user={} dbname={dbname}",
+            self.socket_dir().display(),
+            self.port,
+            self.superuser
+        )
     }
 
     /// Path of a PostgreSQL program: bin_dir when configured, else PATH lookup by name.
@@ -110,21 +156,37 @@ mod tests {
             "authentication": {"superuser": {"username": "zalando"}}}});
         let l = Local::from_value(&doc).unwrap();
         assert_eq!(l.port, 5433);
-        assert_eq!(l.socket_dirs, [PathBuf::from("/run/pg"), PathBuf::from("/tmp")]);
+        assert_eq!(
+            l.socket_dirs,
+            [PathBuf::from("/run/pg"), PathBuf::from("/tmp")]
+        );
         assert_eq!(l.superuser, "zalando");
-        assert_eq!(l.program("pg_basebackup"), PathBuf::from("/usr/lib/postgresql/15/bin/pg_basebackup"));
-        assert_eq!(l.conninfo("postgres"), "host=/run/pg port=5433 user=zalando dbname=postgres");
+        assert_eq!(
+            l.program("pg_basebackup"),
+            PathBuf::from("/usr/lib/postgresql/15/bin/pg_basebackup")
+        );
+        assert_eq!(
+            l.conninfo("postgres"),
+            "host=/run/pg port=5433 user=zalando dbname=postgres"
+        );
     }
 
     #[test]
     fn defaults_and_errors_name_the_field() {
-        let l = Local::from_value(&json!({"postgresql": {"listen": "[::]:5432", "data_dir": "/d"}})).unwrap();
+        let l =
+            Local::from_value(&json!({"postgresql": {"listen": "[::]:5432", "data_dir": "/d"}}))
+                .unwrap();
         assert_eq!(l.port, 5432);
         assert_eq!(l.superuser, "postgres");
         assert_eq!(l.program("psql"), PathBuf::from("psql"));
-        assert_eq!(Local::from_value(&json!({"postgresql": {}})).unwrap_err().0, "postgresql.listen");
         assert_eq!(
-            Local::from_value(&json!({"postgresql": {"listen": "*:x", "data_dir": "/d"}})).unwrap_err().0,
+            Local::from_value(&json!({"postgresql": {}})).unwrap_err().0,
+            "postgresql.listen"
+        );
+        assert_eq!(
+            Local::from_value(&json!({"postgresql": {"listen": "*:x", "data_dir": "/d"}}))
+                .unwrap_err()
+                .0,
             "postgresql.listen"
         );
     }

@@ -5,7 +5,11 @@ use clap::{Parser, Subcommand};
 use pgherd_agent::{callbacks, configure, envdir, logging, replica, supervise};
 
 #[derive(Parser)]
-#[command(name = "pgherd-agent", version, about = "pgherd per-pod agent (Spilo-compatible entrypoint)")]
+#[command(
+    name = "pgherd-agent",
+    version,
+    about = "pgherd per-pod agent (Spilo-compatible entrypoint)"
+)]
 struct Cli {
     /// Log as JSON lines (also enabled by PGHERD_LOG_FORMAT=json).
     #[arg(long, global = true)]

@@ -53,8 +53,14 @@ impl Member {
     pub fn start(&mut self) -> anyhow::Result<()> {
         anyhow::ensure!(self.svc.is_none(), "{} is already running", self.name);
         let mut cmd = Command::new(&self.agent);
-        cmd.args(["run", "--stop-timeout", "30", "--ip", "127.0.0.1"]).env_clear().envs(&self.env);
-        self.svc = Some(Service::spawn(&self.name, cmd, &self.dir.join("agent.log"))?);
+        cmd.args(["run", "--stop-timeout", "30", "--ip", "127.0.0.1"])
+            .env_clear()
+            .envs(&self.env);
+        self.svc = Some(Service::spawn(
+            &self.name,
+            cmd,
+            &self.dir.join("agent.log"),
+        )?);
         Ok(())
     }
 
@@ -82,9 +88,15 @@ impl Member {
     /// A superuser connection over the member's Unix socket (`local all all trust`, as in Spilo).
     pub async fn connect(&self, db: &str) -> anyhow::Result<tokio_postgres::Client> {
         let mut cfg = tokio_postgres::Config::new();
-        cfg.host_path(self.socket_dir()).port(self.pg_port).user("postgres").dbname(db);
+        cfg.host_path(self.socket_dir())
+            .port(self.pg_port)
+            .user("postgres")
+            .dbname(db);
         cfg.connect_timeout(Duration::from_secs(5));
-        let (client, conn) = cfg.connect(tokio_postgres::NoTls).await.with_context(|| format!("connecting to {}", self.name))?;
+        let (client, conn) = cfg
+            .connect(tokio_postgres::NoTls)
+            .await
+            .with_context(|| format!("connecting to {}", self.name))?;
         tokio::spawn(conn);
         Ok(client)
     }
@@ -104,14 +116,22 @@ impl Member {
 
     /// SIGKILL the whole tree (agent, Patroni, postgres and its backends) at once: a node dying.
     pub fn kill9(&mut self) -> Vec<i32> {
-        self.svc.take().map(|mut s| s.kill_tree()).unwrap_or_default()
+        self.svc
+            .take()
+            .map(|mut s| s.kill_tree())
+            .unwrap_or_default()
     }
 
     /// Sends SIGTERM to the agent only (what the kubelet does) and waits for it to exit.
     pub fn sigterm(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
         let svc = self.svc.as_mut().context("member is not running")?;
         let status = svc.stop_with(Signal::SIGTERM, timeout)?;
-        let status = status.with_context(|| format!("{} did not exit within {timeout:?} after SIGTERM", self.name))?;
+        let status = status.with_context(|| {
+            format!(
+                "{} did not exit within {timeout:?} after SIGTERM",
+                self.name
+            )
+        })?;
         self.svc = None;
         Ok(status)
     }
@@ -131,7 +151,9 @@ impl Cluster {
     /// Starts every member against `etcd_host` (`host:port`). Returns once the processes are spawned;
     /// use [`Cluster::wait_ready`] to wait for a leader and streaming replicas.
     pub fn start(spec: ClusterSpec, etcd_host: &str) -> anyhow::Result<Self> {
-        let dir = tempfile::Builder::new().prefix(&format!("pgherd-{}-", spec.scope)).tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("pgherd-{}-", spec.scope))
+            .tempdir()?;
         // Patroni and Postgres run as `postgres` when the harness is root: they must traverse the temp dir.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
         // Patroni (running as postgres) calls `pgherd-agent …` subcommands from the agent's directory; the
@@ -150,10 +172,31 @@ impl Cluster {
             std::fs::create_dir_all(&mdir)?;
             std::fs::set_permissions(&mdir, std::fs::Permissions::from_mode(0o755))?;
             let (pg_port, api_port) = (free_port(), free_port());
-            let env = member_env(&spec, &name, &mdir, pg_port, api_port, etcd_host, &superuser_pw, &standby_pw);
-            members.push(Member { name, pg_port, api_port, dir: mdir, env, agent: agent.clone(), svc: None });
+            let env = member_env(
+                &spec,
+                &name,
+                &mdir,
+                pg_port,
+                api_port,
+                etcd_host,
+                &superuser_pw,
+                &standby_pw,
+            );
+            members.push(Member {
+                name,
+                pg_port,
+                api_port,
+                dir: mdir,
+                env,
+                agent: agent.clone(),
+                svc: None,
+            });
         }
-        let mut cluster = Self { spec, members, _dir: dir };
+        let mut cluster = Self {
+            spec,
+            members,
+            _dir: dir,
+        };
         for m in &mut cluster.members {
             m.start()?;
         }
@@ -173,7 +216,10 @@ impl Cluster {
     }
 
     pub fn index_of(&self, name: &str) -> anyhow::Result<usize> {
-        self.members.iter().position(|m| m.name == name).with_context(|| format!("no member named {name}"))
+        self.members
+            .iter()
+            .position(|m| m.name == name)
+            .with_context(|| format!("no member named {name}"))
     }
 
     /// The cluster view from the first member whose REST API answers.
@@ -185,15 +231,26 @@ impl Cluster {
                 Err(e) => last = Some(e),
             }
         }
-        Err(last.map(anyhow::Error::from).unwrap_or_else(|| anyhow::anyhow!("cluster has no members")))
+        Err(last
+            .map(anyhow::Error::from)
+            .unwrap_or_else(|| anyhow::anyhow!("cluster has no members")))
     }
 
     /// Waits until there is a leader that accepts writes and `replicas` members stream from it.
-    pub async fn wait_ready(&self, replicas: usize, timeout: Duration) -> anyhow::Result<patroni::Cluster> {
-        let what = format!("a leader and {replicas} streaming replicas in {}", self.spec.scope);
+    pub async fn wait_ready(
+        &self,
+        replicas: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<patroni::Cluster> {
+        let what = format!(
+            "a leader and {replicas} streaming replicas in {}",
+            self.spec.scope
+        );
         wait::until(timeout, &what, || async {
             let view = self.view().await?;
-            let Some(leader) = view.leader() else { return Ok(None) };
+            let Some(leader) = view.leader() else {
+                return Ok(None);
+            };
             if leader.state != "running" || view.streaming_replicas().count() < replicas {
                 return Ok(None);
             }
@@ -215,7 +272,10 @@ impl Cluster {
 
     /// Every member's recent agent log, for failure messages.
     pub fn logs(&self, lines: usize) -> String {
-        self.members.iter().map(|m| format!("===== {} =====\n{}\n", m.name, m.log_tail(lines))).collect()
+        self.members
+            .iter()
+            .map(|m| format!("===== {} =====\n{}\n", m.name, m.log_tail(lines)))
+            .collect()
     }
 }
 

@@ -23,12 +23,26 @@ impl Etcd {
         cmd.args(["--name", "pgherd"])
             .arg("--data-dir")
             .arg(dir.path().join("data"))
-            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
-            .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer_url,
+                "--initial-advertise-peer-urls",
+                &peer_url,
+            ])
             .args(["--initial-cluster", &format!("pgherd={peer_url}")])
             .args(["--log-level", "warn"]);
         let svc = Service::spawn("etcd", cmd, &dir.path().join("etcd.log"))?;
-        let etcd = Self { svc, port, _dir: dir };
+        let etcd = Self {
+            svc,
+            port,
+            _dir: dir,
+        };
         let http = reqwest::Client::new();
         let url = format!("{client}/health");
         wait::until(Duration::from_secs(30), "etcd to become healthy", || {

@@ -23,7 +23,9 @@ pub struct Garage {
 
 impl Garage {
     pub async fn start() -> anyhow::Result<Self> {
-        let dir = tempfile::Builder::new().prefix("pgherd-garage-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("pgherd-garage-")
+            .tempdir()?;
         let (rpc, s3_port, admin) = (free_port(), free_port(), free_port());
         let config = dir.path().join("garage.toml");
         let d = dir.path().display();
@@ -48,29 +50,56 @@ impl Garage {
         };
         garage.start_server().await?;
         let node = garage.cli(&["node", "id", "-q"])?;
-        let node = node.trim().split('@').next().context("garage node id printed nothing")?.to_string();
+        let node = node
+            .trim()
+            .split('@')
+            .next()
+            .context("garage node id printed nothing")?
+            .to_string();
         garage.cli(&["layout", "assign", "-z", "dc1", "-c", "1G", &node])?;
         garage.cli(&["layout", "apply", "--version", "1"])?;
         garage.cli(&["bucket", "create", &garage.bucket.clone()])?;
         let (id, secret) = (garage.key_id.clone(), garage.secret_key.clone());
         garage.cli(&["key", "import", "--yes", "-n", "pgherd", &id, &secret])?;
-        garage.cli(&["bucket", "allow", "--read", "--write", "--owner", &garage.bucket.clone(), "--key", "pgherd"])?;
+        garage.cli(&[
+            "bucket",
+            "allow",
+            "--read",
+            "--write",
+            "--owner",
+            &garage.bucket.clone(),
+            "--key",
+            "pgherd",
+        ])?;
         Ok(garage)
     }
 
     async fn start_server(&mut self) -> anyhow::Result<()> {
         let mut cmd = Command::new(tools::garage()?);
-        cmd.arg("-c").arg(&self.config).arg("server").env("RUST_LOG", "warn");
-        self.svc = Some(Service::spawn("garage", cmd, &self.dir.path().join("garage.log"))?);
+        cmd.arg("-c")
+            .arg(&self.config)
+            .arg("server")
+            .env("RUST_LOG", "warn");
+        self.svc = Some(Service::spawn(
+            "garage",
+            cmd,
+            &self.dir.path().join("garage.log"),
+        )?);
         let addr = format!("127.0.0.1:{}", self.s3_port);
-        wait::until(Duration::from_secs(30), "Garage's S3 port to accept connections", || {
-            let addr = addr.clone();
-            async move { Ok(tokio::net::TcpStream::connect(&addr).await.ok().map(|_| ())) }
-        })
+        wait::until(
+            Duration::from_secs(30),
+            "Garage's S3 port to accept connections",
+            || {
+                let addr = addr.clone();
+                async move { Ok(tokio::net::TcpStream::connect(&addr).await.ok().map(|_| ())) }
+            },
+        )
         .await?;
-        wait::until(Duration::from_secs(30), "Garage's RPC to answer", || async {
-            Ok(self.cli(&["status"]).ok().map(|_| ()))
-        })
+        wait::until(
+            Duration::from_secs(30),
+            "Garage's RPC to answer",
+            || async { Ok(self.cli(&["status"]).ok().map(|_| ())) },
+        )
         .await
     }
 
@@ -144,7 +173,11 @@ impl Garage {
 fn write_secret(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().create_new(true).write(true).mode(0o600).open(path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)?;
     f.write_all(text.as_bytes())?;
     Ok(())
 }

@@ -22,9 +22,18 @@ impl Service {
     pub fn spawn(name: &str, mut cmd: Command, log: &Path) -> anyhow::Result<Self> {
         let out = open_log(log)?;
         let err = out.try_clone()?;
-        cmd.stdin(Stdio::null()).stdout(out).stderr(err).process_group(0);
-        let child = cmd.spawn().with_context(|| format!("starting {name} ({:?})", cmd.get_program()))?;
-        Ok(Self { name: name.to_string(), child: Some(child), log: log.to_path_buf() })
+        cmd.stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .process_group(0);
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {name} ({:?})", cmd.get_program()))?;
+        Ok(Self {
+            name: name.to_string(),
+            child: Some(child),
+            log: log.to_path_buf(),
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -55,14 +64,22 @@ impl Service {
     /// The process and all its descendants right now.
     pub fn tree(&self) -> Vec<i32> {
         match self.pid() {
-            Some(pid) => std::iter::once(pid).chain(proctree::descendants(pid)).collect(),
+            Some(pid) => std::iter::once(pid)
+                .chain(proctree::descendants(pid))
+                .collect(),
             None => Vec::new(),
         }
     }
 
     /// Sends `sig` and waits up to `timeout` for the process to exit. Returns its status, or `None` on timeout.
-    pub fn stop_with(&mut self, sig: Signal, timeout: Duration) -> anyhow::Result<Option<ExitStatus>> {
-        let Some(child) = self.child.as_mut() else { return Ok(None) };
+    pub fn stop_with(
+        &mut self,
+        sig: Signal,
+        timeout: Duration,
+    ) -> anyhow::Result<Option<ExitStatus>> {
+        let Some(child) = self.child.as_mut() else {
+            return Ok(None);
+        };
         if let Some(status) = child.try_wait()? {
             self.child = None;
             return Ok(Some(status));
@@ -103,7 +120,10 @@ impl Drop for Service {
     fn drop(&mut self) {
         if self.child.is_some() {
             // Graceful first: a SIGKILLed postmaster leaves its SysV shared memory segment behind.
-            if !matches!(self.stop_with(Signal::SIGTERM, Duration::from_secs(20)), Ok(Some(_))) {
+            if !matches!(
+                self.stop_with(Signal::SIGTERM, Duration::from_secs(20)),
+                Ok(Some(_))
+            ) {
                 self.kill_tree();
             }
         }
@@ -114,7 +134,11 @@ impl Drop for Service {
 pub fn wait_gone(pids: &[i32], timeout: Duration) -> Vec<i32> {
     let deadline = Instant::now() + timeout;
     loop {
-        let alive: Vec<i32> = pids.iter().copied().filter(|&p| proctree::alive(p)).collect();
+        let alive: Vec<i32> = pids
+            .iter()
+            .copied()
+            .filter(|&p| proctree::alive(p))
+            .collect();
         if alive.is_empty() || Instant::now() >= deadline {
             return alive;
         }
@@ -123,7 +147,11 @@ pub fn wait_gone(pids: &[i32], timeout: Duration) -> Vec<i32> {
 }
 
 fn open_log(path: &Path) -> anyhow::Result<File> {
-    OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("opening {}", path.display()))
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))
 }
 
 pub fn tail(path: &Path, n: usize) -> String {
@@ -139,7 +167,10 @@ pub fn free_port() -> u16 {
     use std::sync::Mutex;
     static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
     loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0);
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or(0);
         if port != 0 && GIVEN.lock().unwrap().insert(port) {
             return port;
         }
@@ -150,6 +181,8 @@ pub fn free_port() -> u16 {
 pub fn random_hex(n: usize) -> String {
     use std::io::Read;
     let mut buf = vec![0u8; n];
-    File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut buf)).expect("reading /dev/urandom");
+    File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .expect("reading /dev/urandom");
     buf.iter().map(|b| format!("{b:02x}")).collect()
 }

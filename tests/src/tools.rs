@@ -7,7 +7,10 @@ use anyhow::Context;
 
 /// The repository root (this crate lives in `<repo>/tests`).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
 }
 
 fn existing(path: PathBuf, hint: &str) -> anyhow::Result<PathBuf> {
@@ -27,7 +30,10 @@ pub fn agent_bin() -> anyhow::Result<PathBuf> {
     if dir.ends_with("deps") {
         dir = dir.parent().context("deps has no parent")?;
     }
-    existing(dir.join("pgherd-agent"), "build it first: cargo build --workspace --bins")
+    existing(
+        dir.join("pgherd-agent"),
+        "build it first: cargo build --workspace --bins",
+    )
 }
 
 /// Patroni 4 (what Spilo ships) from the project venv.
@@ -53,7 +59,10 @@ pub fn etcd() -> anyhow::Result<PathBuf> {
 pub fn garage() -> anyhow::Result<PathBuf> {
     let cache = std::env::var_os("PGHERD_CACHE")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cache/pgherd"));
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+                .join(".cache/pgherd")
+        });
     existing(cache.join("garage"), INSTALL)
 }
 

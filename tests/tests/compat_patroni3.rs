@@ -11,7 +11,14 @@ async fn patroni3_cluster_bootstraps_and_streams() -> anyhow::Result<()> {
     spec.patroni = tools::patroni3()?;
     let cluster = Cluster::start(spec, &etcd.host())?;
     let view = cluster.wait_ready(1, Duration::from_secs(120)).await?;
-    let version = cluster.member(0).patroni().status().await?.patroni.map(|p| p.version).unwrap_or_default();
+    let version = cluster
+        .member(0)
+        .patroni()
+        .status()
+        .await?
+        .patroni
+        .map(|p| p.version)
+        .unwrap_or_default();
     assert!(version.starts_with("3."), "running Patroni {version}");
     assert_eq!(view.members.len(), 2);
     Ok(())

@@ -9,17 +9,55 @@ async fn garage_serves_s3_with_the_test_key() -> anyhow::Result<()> {
     let mut garage = Garage::start().await?;
     let s3 = garage.s3();
     let body = b"pgherd".repeat(1000);
-    s3.put_object().bucket(&garage.bucket).key("a/b").body(ByteStream::from(body.clone())).send().await?;
-    let got = s3.get_object().bucket(&garage.bucket).key("a/b").send().await?.body.collect().await?;
+    s3.put_object()
+        .bucket(&garage.bucket)
+        .key("a/b")
+        .body(ByteStream::from(body.clone()))
+        .send()
+        .await?;
+    let got = s3
+        .get_object()
+        .bucket(&garage.bucket)
+        .key("a/b")
+        .send()
+        .await?
+        .body
+        .collect()
+        .await?;
     assert_eq!(got.into_bytes().as_ref(), body.as_slice());
 
     let wrong = garage.s3_with(&garage.key_id, &"0".repeat(64));
-    assert!(wrong.get_object().bucket(&garage.bucket).key("a/b").send().await.is_err(), "a wrong secret is refused");
+    assert!(
+        wrong
+            .get_object()
+            .bucket(&garage.bucket)
+            .key("a/b")
+            .send()
+            .await
+            .is_err(),
+        "a wrong secret is refused"
+    );
 
     garage.pause();
-    assert!(s3.get_object().bucket(&garage.bucket).key("a/b").send().await.is_err(), "S3 is down while paused");
+    assert!(
+        s3.get_object()
+            .bucket(&garage.bucket)
+            .key("a/b")
+            .send()
+            .await
+            .is_err(),
+        "S3 is down while paused"
+    );
     garage.resume().await?;
-    let got = s3.get_object().bucket(&garage.bucket).key("a/b").send().await?.body.collect().await?;
+    let got = s3
+        .get_object()
+        .bucket(&garage.bucket)
+        .key("a/b")
+        .send()
+        .await?
+        .body
+        .collect()
+        .await?;
     assert_eq!(got.into_bytes().len(), body.len());
     Ok(())
 }

@@ -34,10 +34,19 @@ pub struct Invocation<'a> {
 }
 
 pub fn split(rest: &[OsString]) -> anyhow::Result<Invocation<'_>> {
-    anyhow::ensure!(rest.len() >= 4, "expected CALLBACK… ACTION ROLE SCOPE, got {} arguments", rest.len());
+    anyhow::ensure!(
+        rest.len() >= 4,
+        "expected CALLBACK… ACTION ROLE SCOPE, got {} arguments",
+        rest.len()
+    );
     let (callback, tail) = rest.split_at(rest.len() - 3);
     let s = |i: usize| tail[i].to_string_lossy().into_owned();
-    Ok(Invocation { callback, action: s(0), role: s(1), scope: s(2) })
+    Ok(Invocation {
+        callback,
+        action: s(0),
+        role: s(1),
+        scope: s(2),
+    })
 }
 
 /// Whether this invocation is a promotion to primary (Patroni 4 says `primary`, 3 says `master`).
@@ -61,7 +70,9 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     }
     if is_promotion(&inv) {
         let local = Local::from_env()?;
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         rt.block_on(async {
             wait_writable(&local).await?;
             post_init::run(&args.human_role, &local.conninfo("postgres")).await
@@ -77,7 +88,10 @@ async fn wait_writable(local: &Local) -> anyhow::Result<()> {
     for _ in 0..30 {
         if let Ok((client, conn)) = config.connect(NoTls).await {
             tokio::spawn(conn);
-            if let Ok(row) = client.query_one("SELECT pg_catalog.pg_is_in_recovery()", &[]).await {
+            if let Ok(row) = client
+                .query_one("SELECT pg_catalog.pg_is_in_recovery()", &[])
+                .await
+            {
                 if !row.get::<_, bool>(0) {
                     return Ok(());
                 }
@@ -98,7 +112,13 @@ mod tests {
 
     #[test]
     fn splits_wrapped_command_from_patroni_args() {
-        let a = os(&["pgherd-agent", "callback-role", "on_role_change", "primary", "demo"]);
+        let a = os(&[
+            "pgherd-agent",
+            "callback-role",
+            "on_role_change",
+            "primary",
+            "demo",
+        ]);
         let inv = split(&a).unwrap();
         assert_eq!(inv.callback, &os(&["pgherd-agent", "callback-role"])[..]);
         assert!(is_promotion(&inv));

@@ -64,18 +64,28 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         Some(c) => c,
         None => Local::from_env()?.conninfo("postgres"),
     };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(run(&args.human_role, &conninfo))?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// Applies the post-init SQL to the cluster reachable through `conninfo`.
 pub async fn run(human_role: &str, conninfo: &str) -> anyhow::Result<()> {
-    let config: Config = conninfo.parse().context("parsing the post_init connection string")?;
+    let config: Config = conninfo
+        .parse()
+        .context("parsing the post_init connection string")?;
     let client = connect(&config).await?;
-    client.batch_execute(&roles_sql(human_role)).await.context("creating the standard roles")?;
+    client
+        .batch_execute(&roles_sql(human_role))
+        .await
+        .context("creating the standard roles")?;
     let dbs: Vec<String> = client
-        .query("SELECT datname FROM pg_catalog.pg_database WHERE datallowconn ORDER BY datname", &[])
+        .query(
+            "SELECT datname FROM pg_catalog.pg_database WHERE datallowconn ORDER BY datname",
+            &[],
+        )
         .await
         .context("listing databases")?
         .iter()
@@ -99,16 +109,20 @@ pub async fn run(human_role: &str, conninfo: &str) -> anyhow::Result<()> {
 /// Connects with Spilo's session settings: local commit (a promotion must not wait for a synchronous
 /// standby that may not exist yet) and a pinned search_path.
 async fn connect(config: &Config) -> anyhow::Result<Client> {
-    let (client, conn) = config
-        .connect(NoTls)
-        .await
-        .with_context(|| format!("connecting to database {:?}", config.get_dbname().unwrap_or("postgres")))?;
+    let (client, conn) = config.connect(NoTls).await.with_context(|| {
+        format!(
+            "connecting to database {:?}",
+            config.get_dbname().unwrap_or("postgres")
+        )
+    })?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::warn!("post-init connection ended: {e}");
         }
     });
-    client.batch_execute("SET synchronous_commit = local; SET search_path = pg_catalog").await?;
+    client
+        .batch_execute("SET synchronous_commit = local; SET search_path = pg_catalog")
+        .await?;
     Ok(client)
 }
 

@@ -42,7 +42,9 @@ pub fn command(program: &Path, args: &Args) -> Command {
 }
 
 pub fn main(args: Args) -> anyhow::Result<ExitCode> {
-    let program = Local::from_env().map(|l| l.program("pg_basebackup")).unwrap_or_else(|_| "pg_basebackup".into());
+    let program = Local::from_env()
+        .map(|l| l.program("pg_basebackup"))
+        .unwrap_or_else(|_| "pg_basebackup".into());
     for attempt in 0..=args.retries {
         if attempt > 0 {
             let pause = Duration::from_secs(5 * u64::from(attempt));
@@ -55,10 +57,13 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         // SAFETY: only an async-signal-safe prctl between fork and exec.
         unsafe {
             cmd.pre_exec(|| {
-                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM).map_err(std::io::Error::from)
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
+                    .map_err(std::io::Error::from)
             });
         }
-        let status = cmd.status().with_context(|| format!("running {}", program.display()))?;
+        let status = cmd
+            .status()
+            .with_context(|| format!("running {}", program.display()))?;
         if status.success() {
             tracing::info!(datadir = %args.datadir.display(), "base backup copied");
             return Ok(ExitCode::SUCCESS);
@@ -66,7 +71,10 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         tracing::error!(%status, attempt, "pg_basebackup failed");
     }
     remove_data_dir(&args.datadir)?;
-    anyhow::bail!("pg_basebackup failed {} times; see the errors above", args.retries + 1)
+    anyhow::bail!(
+        "pg_basebackup failed {} times; see the errors above",
+        args.retries + 1
+    )
 }
 
 /// pg_basebackup wants an empty or missing target; a failed attempt leaves a partial copy behind.
@@ -101,7 +109,10 @@ mod tests {
         ])
         .unwrap();
         let cmd = command(Path::new("/bin/pg_basebackup"), &cli.args);
-        let argv: Vec<_> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        let argv: Vec<_> = cmd
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
         assert_eq!(
             argv,
             [
@@ -112,6 +123,8 @@ mod tests {
                 "--dbname=dbname=postgres user=standby host=10.0.0.1 port=5432"
             ]
         );
-        assert!(Cli::try_parse_from(["x", "--datadir=/d", "--connstring=c", "--retries=10"]).is_err());
+        assert!(
+            Cli::try_parse_from(["x", "--datadir=/d", "--connstring=c", "--retries=10"]).is_err()
+        );
     }
 }

@@ -20,13 +20,23 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Self::new(Duration::from_secs(1), Duration::from_secs(60), Duration::from_secs(120))
+        Self::new(
+            Duration::from_secs(1),
+            Duration::from_secs(60),
+            Duration::from_secs(120),
+        )
     }
 }
 
 impl Backoff {
     pub fn new(initial: Duration, max: Duration, stable_after: Duration) -> Self {
-        Self { initial, max, stable_after, next: initial, consecutive: 0 }
+        Self {
+            initial,
+            max,
+            stable_after,
+            next: initial,
+            consecutive: 0,
+        }
     }
 
     /// Records an exit after a run of `ran_for` and returns how long to wait before the next start.
@@ -67,7 +77,11 @@ mod tests {
         for _ in 0..5 {
             b.on_exit(S(1));
         }
-        assert_eq!(b.on_exit(S(120)), S(1), "a run of stable_after resets the delay");
+        assert_eq!(
+            b.on_exit(S(120)),
+            S(1),
+            "a run of stable_after resets the delay"
+        );
         assert_eq!(b.consecutive_failures(), 1);
         assert_eq!(b.on_exit(S(3)), S(2));
     }

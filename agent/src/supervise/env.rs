@@ -12,7 +12,15 @@ use std::path::Path;
 /// Whether Spilo's runit `patroni/run` script would keep this variable.
 /// Spilo's regex: `^(KUBERNETES_(SERVICE|PORT|ROLE)[_=]|((POD_(IP|NAMESPACE))|HOSTNAME|PATH|PGHOME|LC_ALL|ENABLE_PG_MON)=)`.
 fn spilo_keeps(name: &str) -> bool {
-    const EXACT: [&str; 7] = ["POD_IP", "POD_NAMESPACE", "HOSTNAME", "PATH", "PGHOME", "LC_ALL", "ENABLE_PG_MON"];
+    const EXACT: [&str; 7] = [
+        "POD_IP",
+        "POD_NAMESPACE",
+        "HOSTNAME",
+        "PATH",
+        "PGHOME",
+        "LC_ALL",
+        "ENABLE_PG_MON",
+    ];
     const PREFIX: [&str; 3] = ["KUBERNETES_SERVICE", "KUBERNETES_PORT", "KUBERNETES_ROLE"];
     EXACT.contains(&name)
         || PREFIX.iter().any(|p| {
@@ -49,7 +57,10 @@ pub fn patroni_env(env: &BTreeMap<String, String>, at: &Locations) -> BTreeMap<S
         path = format!("{path}:{}", bin.display());
     }
     out.insert("PATH".into(), path);
-    out.insert(crate::local::CONFIG_VAR.into(), at.config.display().to_string());
+    out.insert(
+        crate::local::CONFIG_VAR.into(),
+        at.config.display().to_string(),
+    );
     out
 }
 
@@ -58,7 +69,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -102,14 +116,22 @@ mod tests {
                 "POD_IP"
             ]
         );
-        assert_eq!(out["PATH"], "/opt/pgherd:/usr/bin:/usr/lib/postgresql/15/bin");
+        assert_eq!(
+            out["PATH"],
+            "/opt/pgherd:/usr/bin:/usr/lib/postgresql/15/bin"
+        );
         assert_eq!(out["PGHERD_PATRONI_CONFIG"], "/run/postgres.yml");
         assert_eq!(out["HOME"], "/home/postgres");
     }
 
     #[test]
     fn path_has_a_default() {
-        let at = Locations { home: Path::new("/h"), agent_dir: Path::new("/a"), bin_dir: None, config: Path::new("/c") };
+        let at = Locations {
+            home: Path::new("/h"),
+            agent_dir: Path::new("/a"),
+            bin_dir: None,
+            config: Path::new("/c"),
+        };
         let out = patroni_env(&BTreeMap::new(), &at);
         assert_eq!(out["PATH"], "/a:/usr/local/bin:/usr/bin:/bin");
     }

@@ -64,9 +64,13 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         cwd: configured.pg_home.clone(),
         run_as,
     };
-    std::fs::create_dir_all(&launch.cwd).with_context(|| format!("creating {}", launch.cwd.display()))?;
+    std::fs::create_dir_all(&launch.cwd)
+        .with_context(|| format!("creating {}", launch.cwd.display()))?;
     let mut signals = Signals::new()?;
-    let supervisor = Supervisor { configured, stop_timeout: Duration::from_secs(args.stop_timeout) };
+    let supervisor = Supervisor {
+        configured,
+        stop_timeout: Duration::from_secs(args.stop_timeout),
+    };
     supervisor.supervise(&launch, &mut signals).await
 }
 
@@ -75,7 +79,9 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
 fn become_subreaper() {
     if std::process::id() != 1 {
         if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
-            tracing::warn!("cannot become a child subreaper ({e}); orphaned postgres processes go to init");
+            tracing::warn!(
+                "cannot become a child subreaper ({e}); orphaned postgres processes go to init"
+            );
         }
     }
 }
@@ -175,7 +181,10 @@ impl Supervisor {
             tracing::info!(signal = %sig, timeout_s = self.stop_timeout.as_secs(), "stopping Patroni");
             let _ = kill(pid, sig);
             if !wait_for_exit(pid, self.stop_timeout, signals).await {
-                tracing::error!("Patroni did not stop within {:?}; killing it", self.stop_timeout);
+                tracing::error!(
+                    "Patroni did not stop within {:?}; killing it",
+                    self.stop_timeout
+                );
                 let _ = kill(pid, Signal::SIGKILL);
                 wait_for_exit(pid, Duration::from_secs(5), signals).await;
                 clean = false;
@@ -184,7 +193,10 @@ impl Supervisor {
         // Patroni normally stops Postgres itself. It does not when it had crashed, or when the signal
         // arrived before it had installed its handlers; then a fast shutdown here is still a clean one.
         if let Some(pm) = self.running_postmaster() {
-            tracing::warn!(pid = pm.as_raw(), "postmaster still running without Patroni; fast shutdown");
+            tracing::warn!(
+                pid = pm.as_raw(),
+                "postmaster still running without Patroni; fast shutdown"
+            );
             let _ = kill(pm, Signal::SIGINT);
             if !wait_gone(pm, Duration::from_secs(20), signals).await {
                 tracing::error!("postmaster ignored fast shutdown; immediate shutdown");

@@ -26,7 +26,10 @@ impl RunAs {
         let user = User::from_name("postgres")
             .context("looking up user 'postgres'")?
             .context("running as root but there is no 'postgres' user to run PostgreSQL as (PostgreSQL refuses to run as root)")?;
-        Ok(Some(RunAs { uid: user.uid, gid: user.gid }))
+        Ok(Some(RunAs {
+            uid: user.uid,
+            gid: user.gid,
+        }))
     }
 }
 
@@ -61,7 +64,8 @@ pub fn spawn(launch: &Launch) -> anyhow::Result<u32> {
     // the parent-death signal) and touches no allocator or lock.
     unsafe {
         cmd.pre_exec(|| {
-            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM).map_err(std::io::Error::from)
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
+                .map_err(std::io::Error::from)
         });
     }
     let mut child = cmd
@@ -119,7 +123,8 @@ fn classify(line: &str) -> (Level, &str) {
         (" DEBUG: ", Level::Debug),
         (" FATAL: ", Level::Error),
     ];
-    let looks_timestamped = line.len() > 23 && line.as_bytes()[4] == b'-' && line.as_bytes()[10] == b' ';
+    let looks_timestamped =
+        line.len() > 23 && line.as_bytes()[4] == b'-' && line.as_bytes()[10] == b' ';
     if looks_timestamped {
         for (tag, level) in LEVELS {
             if let Some(i) = line[19..].find(tag) {
@@ -135,13 +140,19 @@ fn classify(line: &str) -> (Level, &str) {
 
 /// The Patroni executable to run.
 pub fn program(env: &BTreeMap<String, String>) -> PathBuf {
-    env.get("PGHERD_PATRONI").filter(|p| !p.is_empty()).map(PathBuf::from).unwrap_or_else(|| "patroni".into())
+    env.get("PGHERD_PATRONI")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "patroni".into())
 }
 
 /// Directory of the running agent binary, put first on Patroni's PATH.
 pub fn agent_dir() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("locating the pgherd-agent binary")?;
-    Ok(exe.parent().map(Path::to_path_buf).unwrap_or_else(|| "/".into()))
+    Ok(exe
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| "/".into()))
 }
 
 #[cfg(test)]
@@ -151,12 +162,29 @@ mod tests {
     #[test]
     fn patroni_levels_are_mapped() {
         assert_eq!(
-            classify("2024-01-02 03:04:05,678 INFO: no action. I am (pg-0), the leader with the lock"),
-            (Level::Info, "no action. I am (pg-0), the leader with the lock")
+            classify(
+                "2024-01-02 03:04:05,678 INFO: no action. I am (pg-0), the leader with the lock"
+            ),
+            (
+                Level::Info,
+                "no action. I am (pg-0), the leader with the lock"
+            )
         );
-        assert_eq!(classify("2024-01-02 03:04:05,678 ERROR: boom").0, Level::Error);
-        assert_eq!(classify("2024-01-02 03:04:05,678 WARNING: hm").0, Level::Warn);
-        assert_eq!(classify("Traceback (most recent call last):").0, Level::Error);
-        assert_eq!(classify("  File \"x.py\", line 1"), (Level::Info, "  File \"x.py\", line 1"));
+        assert_eq!(
+            classify("2024-01-02 03:04:05,678 ERROR: boom").0,
+            Level::Error
+        );
+        assert_eq!(
+            classify("2024-01-02 03:04:05,678 WARNING: hm").0,
+            Level::Warn
+        );
+        assert_eq!(
+            classify("Traceback (most recent call last):").0,
+            Level::Error
+        );
+        assert_eq!(
+            classify("  File \"x.py\", line 1"),
+            (Level::Info, "  File \"x.py\", line 1")
+        );
     }
 }

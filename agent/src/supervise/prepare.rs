@@ -12,7 +12,12 @@ use crate::configure::Configured;
 /// Creates the data, log and runtime directories and hands PGROOT to the postgres user.
 /// PGDATA must be 0700 or postgres refuses to start; RW_DIR/tmp is shared scratch space (1777).
 pub fn directories(c: &Configured, run_as: Option<RunAs>) -> anyhow::Result<()> {
-    for dir in [&c.pg_log, &c.data_dir, &c.rw_dir.join("postgresql"), &c.rw_dir.join("certs")] {
+    for dir in [
+        &c.pg_log,
+        &c.data_dir,
+        &c.rw_dir.join("postgresql"),
+        &c.rw_dir.join("certs"),
+    ] {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let tmp = c.rw_dir.join("tmp");

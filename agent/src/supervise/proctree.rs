@@ -18,7 +18,9 @@ pub fn parse_ppid(stat: &str) -> Option<i32> {
 
 /// Snapshot of pid → parent pid for every process visible in /proc.
 pub fn parent_map() -> BTreeMap<i32, i32> {
-    let Ok(dir) = fs::read_dir("/proc") else { return BTreeMap::new() };
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return BTreeMap::new();
+    };
     dir.filter_map(|e| {
         let pid: i32 = e.ok()?.file_name().to_str()?.parse().ok()?;
         let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -76,7 +78,9 @@ mod tests {
 
     #[test]
     fn walks_the_whole_tree_only() {
-        let map: BTreeMap<i32, i32> = [(2, 1), (3, 2), (4, 3), (5, 2), (9, 8), (10, 9)].into_iter().collect();
+        let map: BTreeMap<i32, i32> = [(2, 1), (3, 2), (4, 3), (5, 2), (9, 8), (10, 9)]
+            .into_iter()
+            .collect();
         let mut d = descendants_in(&map, 2);
         d.sort();
         assert_eq!(d, [3, 4, 5]);
@@ -85,7 +89,10 @@ mod tests {
 
     #[test]
     fn sees_a_real_child() {
-        let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
         let me = std::process::id() as i32;
         assert!(descendants(me).contains(&(child.id() as i32)));
         assert!(alive(child.id() as i32));

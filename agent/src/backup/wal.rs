@@ -1,0 +1,139 @@
+//! Archiving and fetching single WAL files (archive_command / restore_command).
+//!
+//! Every object carries the SHA-256 of its uncompressed content and its codec as metadata. Pushing a file
+//! whose name is already archived succeeds only when the content is identical (Postgres may re-archive a
+//! segment after a crash between upload and the `.done` rename); different content under the same name is
+//! refused loudly, because it means two clusters or two timelines write to one prefix.
+
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::codec::Codec;
+use super::store::{self, Metadata, Store};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0:?} is not a WAL file name (segment, .history, .backup or .partial)")]
+    Name(String),
+    #[error("reading {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("writing {path}: {source}")]
+    Write { path: String, source: std::io::Error },
+    #[error(
+        "{name} is already archived with different content (stored sha256 {stored}, local {local}): another \
+         cluster or timeline is writing to this prefix; refusing to overwrite"
+    )]
+    Conflict { name: String, stored: String, local: String },
+    #[error("{name}: stored object is corrupt: {problem}")]
+    Corrupt { name: String, problem: String },
+    #[error(transparent)]
+    Store(#[from] store::Error),
+}
+
+/// What a push did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    Uploaded { size: u64, stored: u64 },
+    AlreadyArchived,
+}
+
+/// Whether `name` is something Postgres archives: a 24-hex-digit segment, optionally with `.partial`,
+/// a `.backup` label, or a timeline `.history` file.
+pub fn valid_name(name: &str) -> bool {
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|c| c.is_ascii_hexdigit());
+    if let Some(tl) = name.strip_suffix(".history") {
+        return hex(tl, 8);
+    }
+    let base = name.strip_suffix(".partial").unwrap_or(name);
+    match base.split_once('.') {
+        None => hex(base, 24),
+        Some((seg, rest)) => hex(seg, 24) && rest.len() == 17 && rest.ends_with(".backup") && hex(&rest[..8], 8),
+    }
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Archives the file at `path` (absolute) under its own name.
+pub async fn push(store: &Store, path: &Path) -> Result<Pushed, Error> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+    if !valid_name(&name) {
+        return Err(Error::Name(name));
+    }
+    let data = tokio::fs::read(path).await.map_err(|source| Error::Read { path: path.display().to_string(), source })?;
+    let local = sha256_hex(&data);
+    let key = store.settings().wal_key(&name);
+    if let Some(meta) = store.head(&key).await? {
+        let stored = meta.get("sha256").cloned().unwrap_or_default();
+        return if stored == local { Ok(Pushed::AlreadyArchived) } else { Err(Error::Conflict { name, stored, local }) };
+    }
+    let codec = store.settings().codec;
+    let mut compressed = Vec::with_capacity(data.len() / 4);
+    codec
+        .encoder(&data[..])
+        .read_to_end(&mut compressed)
+        .await
+        .map_err(|source| Error::Read { path: path.display().to_string(), source })?;
+    let meta: Metadata = [
+        ("sha256".to_string(), local),
+        ("codec".to_string(), codec.name().to_string()),
+        ("size".to_string(), data.len().to_string()),
+    ]
+    .into_iter()
+    .collect();
+    let stored = compressed.len() as u64;
+    store.put(&key, compressed, &meta).await?;
+    Ok(Pushed::Uploaded { size: data.len() as u64, stored })
+}
+
+/// Restores WAL file `name` to `dest`. Returns `false` when the archive does not have it (the normal end
+/// of recovery). The file appears at `dest` only complete and verified (written beside it, then renamed).
+pub async fn fetch(store: &Store, name: &str, dest: &Path) -> Result<bool, Error> {
+    if !valid_name(name) {
+        return Err(Error::Name(name.into()));
+    }
+    let key = store.settings().wal_key(name);
+    let Some((meta, mut body)) = store.get(&key).await? else { return Ok(false) };
+    let corrupt = |problem: String| Error::Corrupt { name: name.into(), problem };
+    let codec: Codec = meta.get("codec").map(String::as_str).unwrap_or("zstd").parse().map_err(corrupt)?;
+    let mut compressed = Vec::new();
+    body.read_to_end(&mut compressed).await.map_err(|e| corrupt(format!("download interrupted: {e}")))?;
+    let mut data = Vec::new();
+    codec.decoder(&compressed[..]).read_to_end(&mut data).await.map_err(|e| corrupt(format!("cannot decompress: {e}")))?;
+    let expected = meta.get("sha256").cloned().unwrap_or_default();
+    let actual = sha256_hex(&data);
+    if expected != actual {
+        return Err(corrupt(format!("checksum mismatch (stored {expected}, content {actual})")));
+    }
+    let tmp = dest.with_extension("pgherd-tmp");
+    let write_err = |source| Error::Write { path: dest.display().to_string(), source };
+    let mut f = tokio::fs::File::create(&tmp).await.map_err(write_err)?;
+    f.write_all(&data).await.map_err(write_err)?;
+    f.sync_all().await.map_err(write_err)?;
+    drop(f);
+    tokio::fs::rename(&tmp, dest).await.map_err(write_err)?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_postgres_archives() {
+        for ok in [
+            "000000010000000000000001",
+            "00000002.history",
+            "000000010000000000000003.partial",
+            "000000010000000000000002.00000028.backup",
+        ] {
+            assert!(valid_name(ok), "{ok}");
+        }
+        for bad in ["", "../etc/passwd", "00000001000000000000001", "0000000100000000000000ZZ", "x.history", "000000010000000000000002.backup"] {
+            assert!(!valid_name(bad), "{bad}");
+        }
+    }
+}
