@@ -10,3 +10,4 @@ pub mod local;
 pub mod logging;
 pub mod replica;
 pub mod supervise;
+pub mod upgrade;

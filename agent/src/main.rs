@@ -2,7 +2,7 @@
 //! parses arguments, sets up logging and turns errors into one actionable line and a non-zero exit code.
 
 use clap::{Parser, Subcommand};
-use pgherd_agent::{callbacks, configure, envdir, logging, replica, supervise};
+use pgherd_agent::{callbacks, configure, envdir, logging, replica, supervise, upgrade};
 
 #[derive(Parser)]
 #[command(
@@ -32,6 +32,8 @@ enum Command {
     Basebackup(replica::basebackup::Args),
     /// Run a program with variables from an envdir (runit envdir semantics).
     Envdir(envdir::Args),
+    /// In-place major version upgrade of the cluster, run on the leader (replaces inplace_upgrade.py N).
+    Upgrade(upgrade::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -39,11 +41,16 @@ fn main() -> std::process::ExitCode {
     logging::init(cli.log_json || logging::json_requested(), "info");
     let result = match cli.command {
         Command::Configure(args) => configure::main(args),
-        Command::Run(args) => supervise::main(args),
+        Command::Run(args) => {
+            // Each member performs its own side of a major upgrade the leader announces in the DCS.
+            upgrade::replica::spawn_watcher();
+            supervise::main(args)
+        }
         Command::PostInit(args) => callbacks::post_init::main(args),
         Command::OnRoleChange(args) => callbacks::on_role_change::main(args),
         Command::Basebackup(args) => replica::basebackup::main(args),
         Command::Envdir(args) => envdir::main(args),
+        Command::Upgrade(args) => upgrade::main(args),
     };
     match result {
         Ok(code) => code,

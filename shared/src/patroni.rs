@@ -93,6 +93,12 @@ pub struct Status {
     pub pending_restart: Option<bool>,
     #[serde(default)]
     pub patroni: Option<PatroniInfo>,
+    /// Present (true) while the cluster is in maintenance mode, as this member has seen it.
+    #[serde(default)]
+    pub pause: bool,
+    /// PostgreSQL's system identifier as Patroni last read it (it caches it for its lifetime).
+    #[serde(default)]
+    pub database_system_identifier: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -162,6 +168,21 @@ impl Client {
             self.http
                 .post(format!("{}/switchover", self.base))
                 .json(&body),
+        )
+        .await
+    }
+
+    /// `GET /config`: the dynamic configuration stored in the DCS (keys Patroni does not know included).
+    pub async fn config(&self) -> Result<serde_json::Value, Error> {
+        self.get("/config").await
+    }
+
+    /// `POST /restart`: restart Postgres, or start it when it is stopped (also in maintenance mode).
+    pub async fn restart(&self) -> Result<(), Error> {
+        self.send(
+            self.http
+                .post(format!("{}/restart", self.base))
+                .json(&serde_json::json!({})),
         )
         .await
     }

@@ -20,10 +20,10 @@ pub mod render;
 pub mod schedule;
 mod services;
 mod sizing;
-mod version;
+pub mod version;
 mod walenv;
 pub mod write;
-mod yaml;
+pub mod yaml;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -13,7 +13,7 @@ use std::path::Path;
 use super::certs::TlsFiles;
 use super::env::Env;
 use super::layout::Layout;
-use super::version::{Installed, Major, LIB_DIR};
+use super::version::{self, Installed, Major, LIB_DIR};
 use super::write::rooted;
 use super::{merge, render, Args, Error};
 
@@ -137,9 +137,24 @@ pub fn disk(vars: &BTreeMap<String, String>, root: &Path) -> Result<Probe, Error
     let data_dir_version = fs::read_to_string(rooted(root, &data_dir.join("PG_VERSION")))
         .ok()
         .map(|s| s.trim().to_string());
+    let extra = version::extra_bin_dirs(env.get(version::BIN_DIRS_VAR))
+        .map_err(|e| Error::invalid(version::BIN_DIRS_VAR, e))?;
+    let mut installed = installed(root);
+    for (major, bin) in extra {
+        if is_executable(&rooted(root, &bin.join("postgres"))) {
+            // An upstream build keeps its modules in lib/postgresql; Debian's layout in lib.
+            let lib = rooted(root, &bin.join("../lib/postgresql"));
+            let lib = if lib.is_dir() {
+                lib
+            } else {
+                rooted(root, &bin.join("../lib"))
+            };
+            installed.insert(major, libraries(&lib));
+        }
+    }
     Ok(Probe {
         data_dir_version,
-        installed: installed(root),
+        installed,
         ssl_key_exists: rooted(root, &tls.key_file).exists(),
     })
 }
@@ -153,14 +168,15 @@ fn installed(root: &Path) -> Installed {
         let Some(version) = entry.file_name().to_str().and_then(Major::parse) else {
             continue;
         };
-        let postgres = entry.path().join("bin/postgres");
-        let executable = fs::metadata(&postgres)
-            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
-        if executable {
+        if is_executable(&entry.path().join("bin/postgres")) {
             out.insert(version, libraries(&entry.path().join("lib")));
         }
     }
     out
+}
+
+fn is_executable(path: &Path) -> bool {
+    fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 fn libraries(dir: &Path) -> Option<BTreeSet<String>> {

@@ -370,7 +370,7 @@ fn postprocess(
         .and_then(Value::as_object);
     let user_sets = |key: &str| user_params.is_some_and(|p| p.contains_key(key));
     let pg_mon = env.bool("ENABLE_PG_MON", false, Legacy::EqTrue)?;
-    let libraries = (Path::new(&bin_dir) == pg_version.bin_dir())
+    let libraries = (Path::new(&bin_dir) == version::bin_dir_for(env.vars(), &pg_version))
         .then(|| probe.installed.get(&pg_version).and_then(Option::as_ref))
         .flatten();
     let parameters = postgresql

@@ -8,6 +8,40 @@ use super::Error;
 
 pub const LIB_DIR: &str = "/usr/lib/postgresql";
 
+/// Installations outside [`LIB_DIR`], as `<major>=<bin dir>[,<major>=<bin dir>…]` (e.g.
+/// `16=/opt/pg16/bin`). A major upgrade needs the old and the new major side by side; where the second one
+/// cannot live under `/usr/lib/postgresql` (tests, custom images), this names it without replacing the
+/// system-wide layout. A mapped major wins over `/usr/lib/postgresql/<major>/bin`.
+pub const BIN_DIRS_VAR: &str = "PGHERD_PG_BIN_DIRS";
+
+/// Parses [`BIN_DIRS_VAR`]; an empty or absent value maps nothing.
+pub fn extra_bin_dirs(raw: Option<&str>) -> Result<BTreeMap<Major, PathBuf>, String> {
+    let mut out = BTreeMap::new();
+    for item in raw.unwrap_or_default().split(',').map(str::trim) {
+        if item.is_empty() {
+            continue;
+        }
+        let (v, dir) = item
+            .split_once('=')
+            .ok_or_else(|| format!("{item:?} is not <major>=<bin dir>"))?;
+        let major = Major::parse(v).ok_or_else(|| format!("{v:?} is not a major version"))?;
+        if !Path::new(dir.trim()).is_absolute() {
+            return Err(format!("{dir:?} is not an absolute path"));
+        }
+        out.insert(major, PathBuf::from(dir.trim()));
+    }
+    Ok(out)
+}
+
+/// Where the binaries of `version` live: the [`BIN_DIRS_VAR`] mapping, else `/usr/lib/postgresql/<v>/bin`.
+/// An unparsable mapping is ignored here; `configure` rejects it with a message naming the variable.
+pub fn bin_dir_for(vars: &BTreeMap<String, String>, version: &Major) -> PathBuf {
+    extra_bin_dirs(vars.get(BIN_DIRS_VAR).map(String::as_str))
+        .ok()
+        .and_then(|mut m| m.remove(version))
+        .unwrap_or_else(|| version.bin_dir())
+}
+
 /// A major version as it appears in paths: `9.6` below 10, `15` from 10 on.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Major {
@@ -83,7 +117,9 @@ pub fn resolve_bin_dir(
 ) -> Result<(String, Major), Error> {
     if let Some(text) = data_dir_version {
         match Major::parse(text) {
-            Some(v) if installed.contains_key(&v) => return Ok((v.bin_dir().display().to_string(), v)),
+            Some(v) if installed.contains_key(&v) => {
+                return Ok((bin_dir_for(env.vars(), &v).display().to_string(), v))
+            }
             _ => env.warn(format!(
                 "the data directory is PostgreSQL {text:?} but {LIB_DIR}/{text}/bin/postgres is not installed"
             )),
@@ -124,7 +160,10 @@ pub fn resolve_bin_dir(
             ))
         }
     };
-    Ok((version.bin_dir().display().to_string(), version))
+    Ok((
+        bin_dir_for(env.vars(), &version).display().to_string(),
+        version,
+    ))
 }
 
 /// (name, min, max, in shared_preload_libraries, in extwlist.extensions) — Spilo's table, upper bound included.
@@ -281,6 +320,33 @@ mod tests {
             "17"
         );
         assert_eq!(env.take_warnings().len(), 1);
+    }
+
+    #[test]
+    fn mapped_installation_outside_usr_lib() {
+        let v = vars(&[
+            ("PGVERSION", "15"),
+            (BIN_DIRS_VAR, "16=/opt/pg16/bin, 9.6=/opt/old/bin"),
+        ]);
+        let env = Env::new(&v);
+        let (dir, ver) =
+            resolve_bin_dir(&env, Some("16"), None, &installed(&["15", "16"])).unwrap();
+        assert_eq!(
+            (dir.as_str(), ver.to_string().as_str()),
+            ("/opt/pg16/bin", "16")
+        );
+        let (dir, _) = resolve_bin_dir(&env, None, None, &installed(&["15", "16"])).unwrap();
+        assert_eq!(dir, "/usr/lib/postgresql/15/bin");
+        assert_eq!(
+            extra_bin_dirs(v.get(BIN_DIRS_VAR).map(String::as_str))
+                .unwrap()
+                .len(),
+            2
+        );
+        for bad in ["16", "x=/a", "16=relative/bin"] {
+            assert!(extra_bin_dirs(Some(bad)).is_err(), "{bad}");
+        }
+        assert!(extra_bin_dirs(None).unwrap().is_empty());
     }
 
     #[test]

@@ -1,0 +1,701 @@
+//! The leader's side: runs the phases of [`Phase`] in order, publishes each in the DCS and the status
+//! file, rolls back on any failure before the point of no return and records where to resume after it.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use super::member::Member;
+use super::pg::{self, Pg, Result};
+use super::plan::{Instruction, Outcome, Phase, ReplicaState, RsyncSource};
+use super::status::StatusFile;
+use super::{dcs, rsync, Error};
+
+pub struct Leader {
+    pub pg: Pg,
+    pub member: Member,
+    pub env: BTreeMap<String, String>,
+    pub status: StatusFile,
+    pub instr: Instruction,
+    pub expected_members: usize,
+    pub rsyncd: Option<rsync::Daemon>,
+    /// Set once Postgres on the leader was stopped (a rollback must start it again).
+    stopped: bool,
+}
+
+impl Leader {
+    pub fn new(
+        pg: Pg,
+        member: Member,
+        env: BTreeMap<String, String>,
+        status: StatusFile,
+        instr: Instruction,
+        expected_members: usize,
+    ) -> Self {
+        Self {
+            pg,
+            member,
+            env,
+            status,
+            instr,
+            expected_members,
+            rsyncd: None,
+            stopped: false,
+        }
+    }
+
+    fn work_dir(&self) -> PathBuf {
+        self.pg
+            .root()
+            .join(format!("{}_upgrade", self.pg.data_name()))
+    }
+
+    async fn enter(&mut self, phase: Phase, message: &str) -> Result<()> {
+        self.instr.phase = phase;
+        self.status.phase(phase, message);
+        dcs::publish(&self.member.api, &self.instr).await
+    }
+
+    /// A run from the beginning: pre-checks (nothing changes if they fail), then the reversible part, then
+    /// the point of no return and the rest.
+    pub async fn fresh(&mut self) -> std::result::Result<(), Error> {
+        self.status.phase(
+            Phase::Precheck,
+            format!(
+                "checking the cluster for an upgrade from {} to {}",
+                self.instr.from, self.instr.to
+            ),
+        );
+        let facts = super::checks::gather(
+            &self.pg,
+            &self.member.api,
+            &self.member.name,
+            self.expected_members,
+            &self.instr.to,
+        )
+        .await;
+        let mut problems = super::checks::evaluate(&facts);
+        if problems.is_empty() {
+            self.instr.replicas = facts
+                .cluster
+                .iter()
+                .flat_map(|c| &c.members)
+                .filter(|m| m.name != self.member.name)
+                .map(|m| m.name.clone())
+                .collect();
+            if let Err(e) = self.prepare_new_cluster().await {
+                problems.push(e);
+            }
+        }
+        if !problems.is_empty() {
+            let _ = self.pg.remove_dir(&self.pg.new_data());
+            let _ = self.pg.remove_dir(&self.work_dir());
+            let message = format!(
+                "pre-check failed, nothing was changed: {}",
+                problems.join("; ")
+            );
+            self.status.finish(Outcome::PrecheckFailed, &message);
+            return Err(Error::Precheck(problems.join("; ")));
+        }
+        dcs::replace(&self.member.api, &self.instr)
+            .await
+            .map_err(|e| self.precheck_failed(e))?;
+        match self.reversible().await {
+            Ok(()) => self.forward(Phase::StartPrimary).await,
+            Err(e) => {
+                let phase = self.instr.phase;
+                match self.rollback(&e).await {
+                    Ok(()) => Err(Error::RolledBack {
+                        phase,
+                        from: self.instr.from.clone(),
+                        message: e,
+                    }),
+                    Err(r) => Err(Error::RollbackFailed {
+                        phase,
+                        message: e,
+                        rollback: r,
+                    }),
+                }
+            }
+        }
+    }
+
+    fn precheck_failed(&mut self, e: String) -> Error {
+        let _ = self.pg.remove_dir(&self.pg.new_data());
+        self.status.finish(
+            Outcome::PrecheckFailed,
+            format!("pre-check failed, nothing was changed: {e}"),
+        );
+        Error::Precheck(e)
+    }
+
+    /// initdb of the new cluster with the old one's locale, encoding, checksums and WAL segment size, then
+    /// `pg_upgrade --check` against the running old server. The only files written are `<data>_new`.
+    async fn prepare_new_cluster(&mut self) -> Result<()> {
+        let c = self.pg.connect("postgres").await?;
+        let q = |e: tokio_postgres::Error| format!("reading the cluster's settings: {e}");
+        let row = c
+            .query_one(
+                "SELECT datcollate, datctype, pg_encoding_to_char(encoding), current_setting('data_checksums'), \
+                 current_setting('wal_segment_size')::bigint, (SELECT rolname FROM pg_authid WHERE oid = 10)::text \
+                 FROM pg_database WHERE datname = 'template1'",
+                &[],
+            )
+            .await
+            .map_err(q)?;
+        let (collate, ctype, encoding, checksums, segsize, su): (
+            String,
+            String,
+            String,
+            String,
+            i64,
+            String,
+        ) = (
+            row.get(0),
+            row.get(1),
+            row.get(2),
+            row.get(3),
+            row.get(4),
+            row.get(5),
+        );
+        self.pg.local.superuser = su;
+        let new = self.pg.new_data();
+        self.pg.remove_dir(&new)?;
+        let work = self.work_dir();
+        self.pg.remove_dir(&work)?;
+        std::fs::create_dir_all(&work).map_err(|e| format!("creating {}: {e}", work.display()))?;
+        self.pg.chown(&work)?;
+        let mut initdb = self.pg.command(self.pg.new("initdb"));
+        initdb
+            .arg("-D")
+            .arg(&new)
+            .args([
+                "-U",
+                &self.pg.local.superuser,
+                "--encoding",
+                &encoding,
+                "--lc-collate",
+                &collate,
+                "--lc-ctype",
+                &ctype,
+            ])
+            .arg(format!("--wal-segsize={}", segsize >> 20))
+            .current_dir(&work);
+        if checksums == "on" {
+            initdb.arg("--data-checksums");
+        }
+        self.pg.run("initdb of the new cluster", initdb)?;
+        self.pg_upgrade(true)
+            .await
+            .map_err(|e| format!("pg_upgrade --check failed: {e}"))
+    }
+
+    async fn pg_upgrade(&self, check: bool) -> Result<()> {
+        let port = self.pg.local.port;
+        let jobs = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .to_string();
+        let mut cmd = self.pg.command(self.pg.new("pg_upgrade"));
+        cmd.arg("-b")
+            .arg(&self.pg.old_bin)
+            .arg("-B")
+            .arg(&self.pg.new_bin)
+            .arg("-d")
+            .arg(self.pg.data())
+            .arg("-D")
+            .arg(self.pg.new_data())
+            .args(["-U", &self.pg.local.superuser, "-j", &jobs, "--link"])
+            .arg("-s")
+            .arg(self.work_dir())
+            .args(["-p", &port.to_string(), "-P", &(port + 1).to_string()])
+            .args(["-o", "-c archive_mode=off", "-O", "-c archive_mode=off"])
+            .current_dir(self.work_dir());
+        if check {
+            cmd.arg("--check");
+        }
+        let pg = self.pg.clone();
+        tokio::task::spawn_blocking(move || pg.run("pg_upgrade", cmd).map(drop))
+            .await
+            .map_err(|e| e.to_string())?
+    }
+
+    /// Everything up to the point of no return; any error is rolled back by the caller.
+    async fn reversible(&mut self) -> Result<()> {
+        self.enter(Phase::Pause, "pausing Patroni (maintenance mode)")
+            .await?;
+        dcs::set_pause(&self.member.api, true).await?;
+        self.wait_members_paused(Duration::from_secs(60)).await?;
+
+        self.enter(
+            Phase::StopPrimary,
+            "stopping the primary cleanly (downtime starts)",
+        )
+        .await?;
+        if let Ok(c) = self.pg.connect("postgres").await {
+            let _ = c.batch_execute("CHECKPOINT").await;
+        }
+        self.stopped = true;
+        self.pg
+            .stop(&self.pg.old_bin, self.pg.data(), Duration::from_secs(600))?;
+        let cd = self.pg.controldata(&self.pg.old_bin, self.pg.data())?;
+        let state = cd
+            .get("Database cluster state")
+            .cloned()
+            .unwrap_or_default();
+        if state != "shut down" {
+            return Err(format!(
+                "the primary is not shut down cleanly (pg_controldata: {state:?})"
+            ));
+        }
+        self.instr.checkpoint_lsn = cd.get("Latest checkpoint location").cloned();
+        self.instr.old_sysid = cd.get("Database system identifier").cloned();
+
+        self.enter(
+            Phase::StopReplicas,
+            "replicas replay up to the shutdown checkpoint and stop",
+        )
+        .await?;
+        self.enter(Phase::PgUpgrade, "running pg_upgrade --link on the primary")
+            .await?;
+        self.pg_upgrade(false).await?;
+        let deadline = Duration::from_secs(180);
+        let waiting = self
+            .wait_reports(&[ReplicaState::Stopped, ReplicaState::StopFailed], deadline)
+            .await?;
+        if !waiting.is_empty() {
+            self.status.warn(format!(
+                "replicas {} did not stop in time; they will be re-cloned",
+                waiting.join(", ")
+            ));
+        }
+
+        pg::rename(self.pg.data(), &self.pg.old_data())?;
+        pg::rename(&self.pg.new_data(), self.pg.data())?;
+        let syncing: Vec<String> = self
+            .instr
+            .replicas
+            .iter()
+            .filter(|r| self.instr.report(r) == Some(ReplicaState::Stopped))
+            .cloned()
+            .collect();
+        if !syncing.is_empty() {
+            let hosts = self.replica_hosts().await;
+            self.rsyncd = Some(rsync::Daemon::start(
+                &self.pg,
+                &self.member,
+                &self.status_dir(),
+                &hosts,
+            )?);
+            let host = self.member_host().await?;
+            self.instr.rsync = Some(RsyncSource {
+                host,
+                port: self.pg.local.port,
+                data_name: self.pg.data_name(),
+            });
+            self.enter(
+                Phase::SyncReplicas,
+                &format!(
+                    "replicas {} copy the new cluster with rsync (hard links)",
+                    syncing.join(", ")
+                ),
+            )
+            .await?;
+            // Changed files only (catalogs, visibility maps …); the rest becomes hard links.
+            let budget = Duration::from_secs(
+                300 + super::checks::dir_size(&self.pg.old_data()) / (20 << 20),
+            );
+            self.wait_reports(&[ReplicaState::Synced, ReplicaState::SyncFailed], budget)
+                .await?;
+            if let Some(d) = self.rsyncd.take() {
+                d.stop();
+            }
+            for r in &syncing {
+                if self.instr.report(r) != Some(ReplicaState::Synced) {
+                    let why = self
+                        .instr
+                        .members
+                        .get(r)
+                        .and_then(|m| m.error.clone())
+                        .unwrap_or("no report".into());
+                    self.status.warn(format!(
+                        "replica {r} could not be synced ({why}); it will be re-cloned"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// From `from` to the end. Errors here leave the cluster resumable: the phase is recorded and a new run
+    /// continues from it.
+    pub async fn forward(&mut self, from: Phase) -> std::result::Result<(), Error> {
+        match self.forward_inner(from).await {
+            Ok(()) => Ok(()),
+            Err(message) => {
+                let phase = self.instr.phase;
+                self.instr.outcome = Some(Outcome::Interrupted);
+                self.instr.message = Some(message.clone());
+                let _ = dcs::publish(&self.member.api, &self.instr).await;
+                self.status.finish(
+                    Outcome::Interrupted,
+                    format!("{phase} failed after the point of no return: {message}"),
+                );
+                Err(Error::Interrupted { phase, message })
+            }
+        }
+    }
+
+    async fn forward_inner(&mut self, from: Phase) -> Result<()> {
+        self.instr.outcome = None;
+        self.instr.message = None;
+        if from <= Phase::StartPrimary {
+            self.enter(
+                Phase::StartPrimary,
+                &format!(
+                    "point of no return: starting PostgreSQL {} on the primary",
+                    self.instr.to
+                ),
+            )
+            .await?;
+            self.start_new_primary().await?;
+        }
+        if from <= Phase::RestartReplicas {
+            self.enter(
+                Phase::RestartReplicas,
+                "replicas restart Patroni on the new major",
+            )
+            .await?;
+            let waiting = self
+                .wait_reports(
+                    &[ReplicaState::Restarted, ReplicaState::Recloning],
+                    Duration::from_secs(180),
+                )
+                .await?;
+            if !waiting.is_empty() {
+                self.status.warn(format!(
+                    "replicas {} did not report; they act when their agent sees the instruction",
+                    waiting.join(", ")
+                ));
+            }
+        }
+        if from <= Phase::Resume {
+            self.enter(Phase::Resume, "leaving maintenance mode")
+                .await?;
+            dcs::set_pause(&self.member.api, false).await?;
+            self.wait_replicas_streaming(Duration::from_secs(300)).await;
+        }
+        if from <= Phase::Analyze {
+            self.enter(
+                Phase::Analyze,
+                "vacuumdb --analyze-in-stages on every database",
+            )
+            .await?;
+            let mut cmd = self.pg.command(self.pg.new("vacuumdb"));
+            cmd.args([
+                "--all",
+                "--analyze-in-stages",
+                "-U",
+                &self.pg.local.superuser,
+                "-p",
+                &self.pg.local.port.to_string(),
+            ])
+            .arg("-h")
+            .arg(self.pg.local.socket_dir());
+            if let Err(e) = self.pg.run("vacuumdb", cmd) {
+                self.status.warn(e);
+            }
+        }
+        if from <= Phase::UpdateExtensions {
+            self.enter(
+                Phase::UpdateExtensions,
+                "updating extensions to the versions of the new major",
+            )
+            .await?;
+            self.update_extensions().await?;
+        }
+        if from <= Phase::Backup {
+            self.enter(Phase::Backup, "taking a base backup on the new major")
+                .await?;
+            let result = super::backup::push(&self.pg, &self.env);
+            if result.starts_with("failed") || result.starts_with("could not") {
+                self.status.warn(format!("new base backup: {result}"));
+            }
+            self.status.status.backup = Some(result);
+        }
+        if from <= Phase::Cleanup {
+            self.enter(Phase::Cleanup, "removing the old data directory")
+                .await?;
+            self.pg.remove_dir(&self.pg.old_data())?;
+            self.pg.remove_dir(&self.work_dir())?;
+        }
+        self.instr.outcome = Some(Outcome::Succeeded);
+        self.enter(
+            Phase::Done,
+            &format!("upgraded to PostgreSQL {}", self.instr.to),
+        )
+        .await?;
+        let message = format!("upgrade from {} to {} done", self.instr.from, self.instr.to);
+        self.status.finish(Outcome::Succeeded, message);
+        Ok(())
+    }
+
+    async fn start_new_primary(&mut self) -> Result<()> {
+        let pkglib = self.pg.new_config("pkglibdir").ok().map(PathBuf::from);
+        self.member
+            .switch_config(&self.pg.new_bin, pkglib.as_deref())?;
+        if let Some(old) = self.instr.old_sysid.clone() {
+            let program = crate::supervise::patroni::program(&self.env);
+            let said = dcs::cancel_initialization(
+                &program,
+                &self.member.config_path,
+                &old,
+                self.pg.run_as,
+            )?;
+            tracing::info!("DCS initialize key: {said}");
+        }
+        self.member
+            .restart_patroni(Duration::from_secs(120))
+            .await?;
+        let deadline = Instant::now() + Duration::from_secs(300);
+        let mut last;
+        loop {
+            match self.member.api.status().await {
+                Ok(s)
+                    if s.state == "running" && matches!(s.role.as_str(), "primary" | "master") =>
+                {
+                    break
+                }
+                Ok(s) if s.state == "starting" || s.state == "running" => {
+                    last = format!("state {} role {}", s.state, s.role)
+                }
+                Ok(s) => {
+                    last = format!("state {}", s.state);
+                    if let Err(e) = self.member.api.restart().await {
+                        last = e.to_string();
+                    }
+                }
+                Err(e) => last = e.to_string(),
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "PostgreSQL {} did not start on the primary: {last}",
+                    self.instr.to
+                ));
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        // Holding the leader lock again is what lets Patroni write the new system identifier.
+        let me = self.member.name.clone();
+        wait_until(
+            Duration::from_secs(120),
+            "the primary to hold the leader lock",
+            || async {
+                Ok(self
+                    .member
+                    .api
+                    .cluster()
+                    .await
+                    .ok()
+                    .and_then(|c| c.leader().map(|l| l.name == me))
+                    .unwrap_or(false))
+            },
+        )
+        .await
+    }
+
+    async fn update_extensions(&mut self) -> Result<()> {
+        let c = self.pg.connect("postgres").await?;
+        for db in self.pg.databases(&c).await? {
+            let dc = self.pg.connect(&db).await?;
+            let rows = dc
+                .query("SELECT e.extname FROM pg_extension e JOIN pg_available_extensions a ON a.name = e.extname \
+                        WHERE a.default_version IS DISTINCT FROM e.extversion", &[])
+                .await
+                .map_err(|e| format!("listing extensions in {db}: {e}"))?;
+            for row in rows {
+                let name: String = row.get(0);
+                let sql = format!("ALTER EXTENSION \"{}\" UPDATE", name.replace('"', "\"\""));
+                if let Err(e) = dc.batch_execute(&sql).await {
+                    self.status.warn(format!("{sql} in {db}: {e}"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Undo everything before the point of no return and bring the old major back.
+    async fn rollback(&mut self, why: &str) -> Result<()> {
+        tracing::error!("rolling back: {why}");
+        if let Some(d) = self.rsyncd.take() {
+            d.stop();
+        }
+        let (data, old, new) = (
+            self.pg.data().to_path_buf(),
+            self.pg.old_data(),
+            self.pg.new_data(),
+        );
+        if old.exists() {
+            self.pg.remove_dir(&data)?;
+            pg::rename(&old, &data)?;
+        }
+        self.pg.remove_dir(&new)?;
+        let control = data.join("global/pg_control");
+        let renamed = data.join("global/pg_control.old");
+        if renamed.exists() && !control.exists() {
+            pg::rename(&renamed, &control)?;
+        }
+        self.pg.remove_dir(&self.work_dir())?;
+        self.instr.outcome = Some(Outcome::RolledBack);
+        self.instr.message = Some(why.to_string());
+        self.status.phase(
+            self.instr.phase,
+            format!("rolling back to PostgreSQL {}: {why}", self.instr.from),
+        );
+        dcs::publish(&self.member.api, &self.instr).await?;
+        if self.stopped {
+            wait_until(
+                Duration::from_secs(120),
+                "the old primary to start",
+                || async {
+                    match self.member.api.status().await {
+                        Ok(s)
+                            if s.state == "running"
+                                && matches!(s.role.as_str(), "primary" | "master") =>
+                        {
+                            Ok(true)
+                        }
+                        Ok(s) if s.state != "starting" => {
+                            let _ = self.member.api.restart().await;
+                            Ok(false)
+                        }
+                        _ => Ok(false),
+                    }
+                },
+            )
+            .await?;
+        }
+        let told: Vec<String> = self.instr.members.keys().cloned().collect();
+        if !told.is_empty() {
+            let _ = self
+                .wait_reports(
+                    &[ReplicaState::RolledBack, ReplicaState::Recloning],
+                    Duration::from_secs(120),
+                )
+                .await;
+        }
+        dcs::set_pause(&self.member.api, false).await?;
+        self.wait_replicas_streaming(Duration::from_secs(180)).await;
+        self.status.finish(
+            Outcome::RolledBack,
+            format!("rolled back to PostgreSQL {}: {why}", self.instr.from),
+        );
+        Ok(())
+    }
+
+    /// Waits until every replica reported one of `states`, refreshing the instruction; returns those that
+    /// did not in time.
+    async fn wait_reports(
+        &mut self,
+        states: &[ReplicaState],
+        timeout: Duration,
+    ) -> Result<Vec<String>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(current)) = dcs::read(&self.member.api).await {
+                self.instr.members = current.members;
+            }
+            let waiting: Vec<String> = self
+                .instr
+                .waiting_for(states)
+                .into_iter()
+                .map(String::from)
+                .collect();
+            if waiting.is_empty() || Instant::now() > deadline {
+                self.status.status.message = format!("replica reports: {:?}", self.instr.members);
+                self.status.write();
+                return Ok(waiting);
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    async fn wait_members_paused(&self, timeout: Duration) -> Result<()> {
+        wait_until(timeout, "every member to see the pause", || async {
+            let c = self.member.api.cluster().await.map_err(|e| e.to_string())?;
+            for m in &c.members {
+                let Some(url) = &m.api_url else {
+                    return Ok(false);
+                };
+                let base = url.trim_end_matches("/patroni");
+                match pgherd_shared::patroni::Client::new(base).status().await {
+                    Ok(s) if s.pause => {}
+                    _ => return Ok(false),
+                }
+            }
+            Ok(true)
+        })
+        .await
+    }
+
+    /// Best effort: a replica still re-cloning is reported, not waited for forever.
+    async fn wait_replicas_streaming(&mut self, timeout: Duration) {
+        let want = self.instr.replicas.len();
+        let r = wait_until(timeout, "replicas to stream", || async {
+            let c = self.member.api.cluster().await.map_err(|e| e.to_string())?;
+            Ok(c.streaming_replicas().count() >= want)
+        })
+        .await;
+        if let Err(e) = r {
+            self.status.warn(e);
+        }
+    }
+
+    async fn replica_hosts(&self) -> Vec<String> {
+        let c = self.member.api.cluster().await.ok();
+        c.iter()
+            .flat_map(|c| &c.members)
+            .filter(|m| m.name != self.member.name)
+            .filter_map(|m| m.host.clone())
+            .collect()
+    }
+
+    async fn member_host(&self) -> Result<String> {
+        let c = self.member.api.cluster().await.map_err(|e| e.to_string())?;
+        c.members
+            .iter()
+            .find(|m| m.name == self.member.name)
+            .and_then(|m| m.host.clone())
+            .ok_or_else(|| "the leader has no host in /cluster".into())
+    }
+
+    fn status_dir(&self) -> PathBuf {
+        self.status
+            .path()
+            .parent()
+            .map(|p| p.join("rsync"))
+            .unwrap_or_else(|| PathBuf::from("/tmp"))
+    }
+}
+
+/// Polls `check` until it says true or `timeout` passes.
+pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut check: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool>>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut last = String::new();
+    loop {
+        match check().await {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => last = format!(" (last error: {e})"),
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "timed out after {timeout:?} waiting for {what}{last}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}

@@ -1,0 +1,213 @@
+//! Small I/O helpers around PostgreSQL programs: running them as the database owner, reading
+//! `pg_controldata`, talking SQL over the local socket.
+
+use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use crate::local::Local;
+use crate::supervise::patroni::RunAs;
+
+/// A failed step, with what was attempted (typed at the phase boundary, see [`super::Error`]).
+pub type Result<T> = std::result::Result<T, String>;
+
+/// Runs PostgreSQL programs as the account that owns the data (root is refused by initdb, pg_ctl and
+/// pg_upgrade), and knows the old and new installations.
+#[derive(Debug, Clone)]
+pub struct Pg {
+    pub run_as: Option<RunAs>,
+    pub local: Local,
+    pub old_bin: PathBuf,
+    pub new_bin: PathBuf,
+}
+
+impl Pg {
+    pub fn command(&self, program: impl AsRef<Path>) -> Command {
+        let mut cmd = Command::new(program.as_ref());
+        if let Some(r) = self.run_as {
+            // std drops root's supplementary groups when it changes the uid.
+            cmd.uid(r.uid.as_raw()).gid(r.gid.as_raw());
+        }
+        cmd.env("LC_ALL", "C.UTF-8");
+        cmd
+    }
+
+    /// Runs a command to completion; on failure the error carries the last lines of its output.
+    pub fn run(&self, what: &str, mut cmd: Command) -> Result<Output> {
+        tracing::debug!(?cmd, "running");
+        let out = cmd
+            .output()
+            .map_err(|e| format!("{what}: cannot run {:?}: {e}", cmd.get_program()))?;
+        if out.status.success() {
+            Ok(out)
+        } else {
+            Err(format!(
+                "{what} failed ({}): {}",
+                out.status,
+                tail_of(&out, 6)
+            ))
+        }
+    }
+
+    pub fn old(&self, name: &str) -> PathBuf {
+        self.old_bin.join(name)
+    }
+
+    pub fn new(&self, name: &str) -> PathBuf {
+        self.new_bin.join(name)
+    }
+
+    pub fn data(&self) -> &Path {
+        &self.local.data_dir
+    }
+
+    /// `<PGROOT>`: the data directory's parent, where `<data>_new` and `<data>_old` live.
+    pub fn root(&self) -> PathBuf {
+        self.data()
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("/"))
+    }
+
+    pub fn data_name(&self) -> String {
+        self.data()
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "data".into())
+    }
+
+    pub fn new_data(&self) -> PathBuf {
+        self.root().join(format!("{}_new", self.data_name()))
+    }
+
+    pub fn old_data(&self) -> PathBuf {
+        self.root().join(format!("{}_old", self.data_name()))
+    }
+
+    pub fn controldata(&self, bin: &Path, data: &Path) -> Result<BTreeMap<String, String>> {
+        let mut cmd = self.command(bin.join("pg_controldata"));
+        cmd.arg("-D").arg(data).env("LC_ALL", "C");
+        let out = self.run("pg_controldata", cmd)?;
+        Ok(parse_controldata(&String::from_utf8_lossy(&out.stdout)))
+    }
+
+    /// `pg_ctl stop -m fast` and wait; a server that is not running is fine.
+    pub fn stop(&self, bin: &Path, data: &Path, timeout: Duration) -> Result<()> {
+        if !data.join("postmaster.pid").exists() {
+            return Ok(());
+        }
+        let mut cmd = self.command(bin.join("pg_ctl"));
+        cmd.arg("stop")
+            .arg("-D")
+            .arg(data)
+            .args(["-m", "fast", "-w", "-t"])
+            .arg(timeout.as_secs().to_string());
+        self.run("pg_ctl stop", cmd).map(drop)
+    }
+
+    /// A connection over the local socket as the superuser.
+    pub async fn connect(&self, db: &str) -> Result<tokio_postgres::Client> {
+        let conninfo = format!("{} connect_timeout=5", self.local.conninfo(db));
+        let (client, conn) = tokio_postgres::connect(&conninfo, tokio_postgres::NoTls)
+            .await
+            .map_err(|e| format!("connecting to the local PostgreSQL ({db}): {e}"))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(client)
+    }
+
+    /// Databases that accept connections.
+    pub async fn databases(&self, c: &tokio_postgres::Client) -> Result<Vec<String>> {
+        let rows = c
+            .query(
+                "SELECT datname FROM pg_database WHERE datallowconn ORDER BY datname",
+                &[],
+            )
+            .await
+            .map_err(|e| format!("listing databases: {e}"))?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// `pg_config --<what>` of the new installation (`sharedir`, `pkglibdir`, `configure`).
+    pub fn new_config(&self, what: &str) -> Result<String> {
+        let mut cmd = Command::new(self.new("pg_config"));
+        cmd.arg(format!("--{what}"));
+        let out = self.run("pg_config", cmd)?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// `<PGROOT>/<data>` of files this run owns, as the data owner (so root-run steps leave nothing
+    /// postgres cannot remove later).
+    pub fn remove_dir(&self, dir: &Path) -> Result<()> {
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(format!("removing {}: {e}", dir.display())),
+        }
+    }
+
+    pub fn chown(&self, path: &Path) -> Result<()> {
+        if let Some(r) = self.run_as {
+            nix::unistd::chown(path, Some(r.uid), Some(r.gid))
+                .map_err(|e| format!("chown {}: {e}", path.display()))?;
+        }
+        Ok(())
+    }
+}
+
+pub fn rename(from: &Path, to: &Path) -> Result<()> {
+    std::fs::rename(from, to)
+        .map_err(|e| format!("renaming {} to {}: {e}", from.display(), to.display()))
+}
+
+pub fn tail_of(out: &Output, n: usize) -> String {
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..].join(" | ")
+}
+
+/// `Key:   value` lines of `pg_controldata` (run with LC_ALL=C).
+pub fn parse_controldata(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+/// `16/B374D848` → bytes.
+pub fn parse_lsn(text: &str) -> Option<u64> {
+    let (hi, lo) = text.trim().split_once('/')?;
+    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
+}
+
+/// PostgreSQL's data directory `PG_VERSION`.
+pub fn data_version(data: &Path) -> Option<String> {
+    std::fs::read_to_string(data.join("PG_VERSION"))
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn controldata_and_lsn() {
+        let text = "pg_control version number:            1300\n\
+                    Database cluster state:               shut down\n\
+                    Latest checkpoint location:           0/3000028\n\
+                    Database system identifier:           7311111111111111111\n";
+        let c = parse_controldata(text);
+        assert_eq!(c["Database cluster state"], "shut down");
+        assert_eq!(parse_lsn(&c["Latest checkpoint location"]), Some(0x3000028));
+        assert_eq!(parse_lsn("16/B374D848"), Some((0x16 << 32) | 0xB374D848));
+        assert_eq!(parse_lsn("nope"), None);
+    }
+}

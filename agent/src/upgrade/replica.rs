@@ -1,0 +1,233 @@
+//! The replica's side, run by every member's `pgherd-agent run` in a background thread: poll the local
+//! Patroni for the leader's instruction and do this member's part (the leader cannot run commands in other
+//! pods; Spilo reached them with `COPY … TO PROGRAM` as superuser). Each action is chosen by
+//! [`plan::replica_action`] and reported back in the DCS.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use super::dcs;
+use super::member::{self, Member};
+use super::pg::{self, Pg, Result};
+use super::plan::{self, Instruction, MemberReport, ReplicaAction, ReplicaState};
+use crate::configure::version::{bin_dir_for, Major};
+use crate::supervise::patroni::RunAs;
+
+/// Starts the watcher thread; it never stops the agent, whatever happens.
+pub fn spawn_watcher() {
+    let spawned = std::thread::Builder::new()
+        .name("upgrade-watch".into())
+        .spawn(|| {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => return tracing::error!("upgrade watcher: no runtime: {e}"),
+            };
+            rt.block_on(watch(member::process_env()));
+        });
+    if let Err(e) = spawned {
+        tracing::error!("cannot start the upgrade watcher: {e}");
+    }
+}
+
+async fn watch(env: BTreeMap<String, String>) {
+    let config = member::config_path(&env);
+    let mut done: Option<(String, ReplicaAction)> = None;
+    let mut last_error = String::new();
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        if !config.exists() {
+            continue;
+        }
+        match tick(&env, &config, &mut done).await {
+            Ok(()) => last_error.clear(),
+            // Logged once per distinct error: Patroni being down for a while is not news every 2 s.
+            Err(e) if e != last_error => {
+                tracing::warn!("upgrade watcher: {e}");
+                last_error = e;
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+async fn tick(
+    env: &BTreeMap<String, String>,
+    config: &std::path::Path,
+    done: &mut Option<(String, ReplicaAction)>,
+) -> Result<()> {
+    let member = Member::load(config)?;
+    let Ok(Some(instr)) = dcs::read(&member.api).await else {
+        return Ok(());
+    };
+    let action = plan::replica_action(&instr, &member.name);
+    if action == ReplicaAction::Nothing
+        || done.as_ref() == Some(&(instr.id.clone(), action.clone()))
+    {
+        return Ok(());
+    }
+    tracing::info!(id = %instr.id, phase = %instr.phase, ?action, "upgrade: acting on the leader's instruction");
+    let pg = replica_pg(env, &member, &instr)?;
+    let report = perform(&pg, &member, &instr, &action).await;
+    match &report.error {
+        Some(e) => tracing::error!(state = ?report.state, "upgrade: {e}"),
+        None => tracing::info!(state = ?report.state, "upgrade: done"),
+    }
+    dcs::report(&member.api, &member.name, &report).await?;
+    *done = Some((instr.id.clone(), action));
+    Ok(())
+}
+
+fn replica_pg(env: &BTreeMap<String, String>, member: &Member, instr: &Instruction) -> Result<Pg> {
+    let major = |v: &str| Major::parse(v).ok_or_else(|| format!("{v:?} is not a major version"));
+    Ok(Pg {
+        run_as: RunAs::postgres_if_root().map_err(|e| e.to_string())?,
+        local: member.local.clone(),
+        old_bin: bin_dir_for(env, &major(&instr.from)?),
+        new_bin: bin_dir_for(env, &major(&instr.to)?),
+    })
+}
+
+async fn perform(
+    pg: &Pg,
+    member: &Member,
+    instr: &Instruction,
+    action: &ReplicaAction,
+) -> MemberReport {
+    let (ok, fail, result) = match action {
+        ReplicaAction::Stop => (
+            ReplicaState::Stopped,
+            ReplicaState::StopFailed,
+            stop(pg, instr).await,
+        ),
+        ReplicaAction::Sync => (
+            ReplicaState::Synced,
+            ReplicaState::SyncFailed,
+            sync(pg, member, instr),
+        ),
+        ReplicaAction::Restart => (
+            ReplicaState::Restarted,
+            ReplicaState::Recloning,
+            restart(pg, member, false).await,
+        ),
+        ReplicaAction::Reclone => (
+            ReplicaState::Recloning,
+            ReplicaState::Recloning,
+            restart(pg, member, true).await,
+        ),
+        ReplicaAction::KeepOld => (ReplicaState::RolledBack, ReplicaState::RolledBack, Ok(())),
+        ReplicaAction::RecloneOld => (ReplicaState::Recloning, ReplicaState::Recloning, wipe(pg)),
+        ReplicaAction::Nothing => (ReplicaState::Stopped, ReplicaState::Stopped, Ok(())),
+    };
+    match result {
+        Ok(()) => MemberReport {
+            state: ok,
+            error: None,
+        },
+        Err(e) => MemberReport {
+            state: fail,
+            error: Some(e),
+        },
+    }
+}
+
+/// Replays up to the primary's shutdown checkpoint, stops, and checks that the standby's last restartpoint
+/// is exactly that checkpoint — the condition for the rsync to produce a consistent copy.
+async fn stop(pg: &Pg, instr: &Instruction) -> Result<()> {
+    let want_text = instr
+        .checkpoint_lsn
+        .clone()
+        .ok_or("the instruction has no checkpoint LSN")?;
+    let want = pg::parse_lsn(&want_text).ok_or_else(|| format!("bad LSN {want_text:?}"))?;
+    let c = pg.connect("postgres").await?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let row = c
+            .query_one(
+                "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text",
+                &[],
+            )
+            .await
+            .map_err(|e| format!("reading the replay position: {e}"))?;
+        if !row.get::<_, bool>(0) {
+            return Err("this member is not a replica".into());
+        }
+        let at: Option<String> = row.get(1);
+        if at
+            .as_deref()
+            .and_then(pg::parse_lsn)
+            .is_some_and(|lsn| lsn >= want)
+        {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("replay did not reach {want_text} (at {at:?})"));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    c.batch_execute("CHECKPOINT")
+        .await
+        .map_err(|e| format!("CHECKPOINT: {e}"))?;
+    drop(c);
+    pg.stop(&pg.old_bin, pg.data(), Duration::from_secs(600))?;
+    let cd = pg.controldata(&pg.old_bin, pg.data())?;
+    let at = cd
+        .get("Latest checkpoint location")
+        .cloned()
+        .unwrap_or_default();
+    if pg::parse_lsn(&at) != Some(want) {
+        return Err(format!(
+            "stopped at checkpoint {at}, not the primary's {want_text}"
+        ));
+    }
+    Ok(())
+}
+
+fn sync(pg: &Pg, member: &Member, instr: &Instruction) -> Result<()> {
+    let src = instr
+        .rsync
+        .as_ref()
+        .ok_or("the instruction has no rsync source")?;
+    let (data, old) = (pg.data().to_path_buf(), pg.old_data());
+    if !old.exists() {
+        pg::rename(&data, &old)?;
+    } else {
+        // An interrupted earlier attempt: the old copy is kept, the partial new one goes.
+        pg.remove_dir(&data)?;
+    }
+    rsync_pull(pg, member, src)?;
+    match pg::data_version(&data) {
+        Some(v) if v == instr.to => Ok(()),
+        other => Err(format!(
+            "after rsync the data directory is version {other:?}, not {}",
+            instr.to
+        )),
+    }
+}
+
+fn rsync_pull(pg: &Pg, member: &Member, src: &plan::RsyncSource) -> Result<()> {
+    super::rsync::pull(pg, member, src)
+}
+
+/// Points Patroni at the new major and restarts it; `reclone` first empties the data directory so Patroni
+/// re-creates the replica from the new primary once the cluster is resumed.
+async fn restart(pg: &Pg, member: &Member, reclone: bool) -> Result<()> {
+    if reclone {
+        wipe(pg)?;
+    }
+    let pkglib = pg
+        .new_config("pkglibdir")
+        .ok()
+        .map(std::path::PathBuf::from);
+    member.switch_config(&pg.new_bin, pkglib.as_deref())?;
+    member.restart_patroni(Duration::from_secs(120)).await?;
+    pg.remove_dir(&pg.old_data())
+}
+
+fn wipe(pg: &Pg) -> Result<()> {
+    pg.stop(&pg.old_bin, pg.data(), Duration::from_secs(120))?;
+    pg.remove_dir(pg.data())?;
+    pg.remove_dir(&pg.old_data())
+}

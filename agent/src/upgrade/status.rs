@@ -1,0 +1,135 @@
+//! The status file the coordinator (and a human) reads: `$RW_DIR/pgherd/upgrade.json`, rewritten
+//! atomically after every phase. Format documented in docs/upgrade.md.
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use super::plan::{Outcome, Phase};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub id: String,
+    pub from: String,
+    pub to: String,
+    pub phase: Option<Phase>,
+    pub outcome: Option<Outcome>,
+    /// True once the new major was started on the primary (no rollback after that, only resume).
+    pub point_of_no_return_passed: bool,
+    /// The last thing that happened, or why it failed.
+    pub message: String,
+    pub started_at: u64,
+    pub updated_at: u64,
+    pub phases: Vec<PhaseRecord>,
+    /// Non-fatal problems (an extension that could not be updated, a backup that could not be taken …).
+    pub warnings: Vec<String>,
+    /// `taken`, `skipped: …` or `failed: …`.
+    pub backup: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PhaseRecord {
+    pub phase: Phase,
+    pub at: u64,
+    pub message: String,
+}
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+pub struct StatusFile {
+    path: PathBuf,
+    pub status: Status,
+}
+
+impl StatusFile {
+    pub fn new(rw_dir: &Path, id: &str, from: &str, to: &str) -> Self {
+        let t = now();
+        Self {
+            path: rw_dir.join("pgherd/upgrade.json"),
+            status: Status {
+                id: id.into(),
+                from: from.into(),
+                to: to.into(),
+                started_at: t,
+                updated_at: t,
+                ..Status::default()
+            },
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Records entering a phase, logs it, and writes the file (a write failure is logged, not fatal: the
+    /// DCS key carries the same phase).
+    pub fn phase(&mut self, phase: Phase, message: impl Into<String>) {
+        let message = message.into();
+        tracing::info!(phase = %phase, "{message}");
+        self.status.phase = Some(phase);
+        self.status.point_of_no_return_passed |= phase.past_point_of_no_return();
+        self.status.phases.push(PhaseRecord {
+            phase,
+            at: now(),
+            message: message.clone(),
+        });
+        self.status.message = message;
+        self.write();
+    }
+
+    pub fn warn(&mut self, warning: impl Into<String>) {
+        let w = warning.into();
+        tracing::warn!("{w}");
+        self.status.warnings.push(w);
+        self.write();
+    }
+
+    pub fn finish(&mut self, outcome: Outcome, message: impl Into<String>) {
+        self.status.outcome = Some(outcome);
+        self.status.message = message.into();
+        self.write();
+    }
+
+    pub fn write(&mut self) {
+        self.status.updated_at = now();
+        let result = (|| -> std::io::Result<()> {
+            let dir = self.path.parent().expect("status path has a parent");
+            std::fs::create_dir_all(dir)?;
+            let tmp = self.path.with_extension("json.tmp");
+            std::fs::write(&tmp, serde_json::to_vec_pretty(&self.status)?)?;
+            std::fs::rename(&tmp, &self.path)
+        })();
+        if let Err(e) = result {
+            tracing::warn!("cannot write {}: {e}", self.path.display());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phases_are_recorded_and_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = StatusFile::new(dir.path(), "id1", "15", "16");
+        s.phase(Phase::Pause, "pausing");
+        s.phase(Phase::StartPrimary, "starting 16");
+        s.finish(Outcome::Succeeded, "done");
+        let back: Status =
+            serde_json::from_slice(&std::fs::read(dir.path().join("pgherd/upgrade.json")).unwrap())
+                .unwrap();
+        assert_eq!(back.phases.len(), 2);
+        assert!(back.point_of_no_return_passed);
+        assert_eq!(back.outcome, Some(Outcome::Succeeded));
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(s.path()).unwrap()).unwrap();
+        assert_eq!(json["phase"], "start_primary");
+        assert_eq!(json["outcome"], "succeeded");
+    }
+}
