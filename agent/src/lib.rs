@@ -3,6 +3,7 @@
 //! The library half exists so that integration tests and the demo can call the same pure functions the
 //! binary uses (configuration rendering, restart backoff) without shelling out.
 
+pub mod backup;
 pub mod callbacks;
 pub mod configure;
 pub mod envdir;

@@ -41,6 +41,8 @@ pub struct Local {
     /// Unix socket directories to try, in order.
     pub socket_dirs: Vec<PathBuf>,
     pub superuser: String,
+    /// The replication user (the one `local replication` trusts in Spilo's pg_hba).
+    pub replication_user: String,
     pub data_dir: PathBuf,
     pub bin_dir: Option<PathBuf>,
 }
@@ -99,6 +101,10 @@ impl Local {
             .as_str()
             .unwrap_or("postgres")
             .to_string();
+        let replication_user = pg["authentication"]["replication"]["username"]
+            .as_str()
+            .unwrap_or("standby")
+            .to_string();
         let data_dir = pg["data_dir"]
             .as_str()
             .map(PathBuf::from)
@@ -111,6 +117,7 @@ impl Local {
             port,
             socket_dirs,
             superuser,
+            replication_user,
             data_dir,
             bin_dir,
         })
@@ -131,6 +138,16 @@ impl Local {
             self.socket_dir().display(),
             self.port,
             self.superuser
+        )
+    }
+
+    /// A replication connection string over the local socket (for pg_basebackup).
+    pub fn replication_conninfo(&self) -> String {
+        format!(
+            "host={} port={} user={}",
+            self.socket_dir().display(),
+            self.port,
+            self.replication_user
         )
     }
 

@@ -2,6 +2,7 @@
 //! parses arguments, sets up logging and turns errors into one actionable line and a non-zero exit code.
 
 use clap::{Parser, Subcommand};
+use pgherd_agent::backup::{bootstrap, cli as backup_cli};
 use pgherd_agent::{callbacks, configure, envdir, logging, replica, supervise, upgrade};
 
 #[derive(Parser)]
@@ -32,6 +33,21 @@ enum Command {
     Basebackup(replica::basebackup::Args),
     /// Run a program with variables from an envdir (runit envdir semantics).
     Envdir(envdir::Args),
+    /// archive_command: archive one WAL file (native engine).
+    WalPush(backup_cli::WalPushArgs),
+    /// Fetch one WAL file from the archive (native engine); exit 1 when it is not there.
+    WalFetch(backup_cli::WalFetchArgs),
+    /// restore_command: fetch one WAL file with the engine the envdir selects (native, WAL-G or WAL-E).
+    RestoreCommand(backup_cli::RestoreCommandArgs),
+    /// Base backups: push, list, delete by policy.
+    #[command(subcommand)]
+    Backup(backup_cli::BackupCommand),
+    /// Bootstrap method: restore a new cluster from another cluster's backups (clone, PITR).
+    CloneWithWale(bootstrap::CloneArgs),
+    /// Replica method: create this replica from the latest base backup.
+    WaleRestore(bootstrap::ReplicaArgs),
+    /// Bootstrap method: copy a running cluster with pg_basebackup (clone).
+    CloneWithBasebackup(bootstrap::BasebackupCloneArgs),
     /// In-place major version upgrade of the cluster, run on the leader (replaces inplace_upgrade.py N).
     Upgrade(upgrade::Args),
 }
@@ -50,6 +66,13 @@ fn main() -> std::process::ExitCode {
         Command::OnRoleChange(args) => callbacks::on_role_change::main(args),
         Command::Basebackup(args) => replica::basebackup::main(args),
         Command::Envdir(args) => envdir::main(args),
+        Command::WalPush(args) => backup_cli::wal_push(args),
+        Command::WalFetch(args) => backup_cli::wal_fetch(args),
+        Command::RestoreCommand(args) => backup_cli::restore_command(args),
+        Command::Backup(cmd) => backup_cli::backup(cmd),
+        Command::CloneWithWale(args) => bootstrap::clone_with_wale(args),
+        Command::WaleRestore(args) => bootstrap::wale_restore(args),
+        Command::CloneWithBasebackup(args) => bootstrap::clone_with_basebackup(args),
         Command::Upgrade(args) => upgrade::main(args),
     };
     match result {

@@ -158,6 +158,8 @@ struct Expected {
     /// envdir path (relative to the case's `expected/`) → file name → value.
     envdirs: BTreeMap<String, BTreeMap<String, String>>,
     crontab: Vec<String>,
+    /// The case's input environment (some deviations depend on it).
+    env: BTreeMap<String, String>,
 }
 
 fn str_at<'a>(v: &'a mut Value, path: &[&str]) -> Option<&'a mut String> {
@@ -223,6 +225,70 @@ const DEVIATIONS: &[Deviation] = &[
                     s.strip_prefix("/scripts/on_role_change.sh ")?
                 ))
             })
+        },
+    },
+    Deviation {
+        name: "S3 archiving without WAL-G uses the native engine (replaces WAL-E)",
+        apply: |e| {
+            let s3 = e
+                .envdirs
+                .get("etc/wal-e.d/env")
+                .is_some_and(|f| f.contains_key("WALE_S3_PREFIX"));
+            match str_at(
+                &mut e.config,
+                &["postgresql", "parameters", "archive_command"],
+            ) {
+                Some(s) if s3 && s.ends_with(" wal-e wal-push \"%p\"") => {
+                    let dir = s
+                        .strip_prefix("envdir ")
+                        .and_then(|r| r.strip_suffix(" wal-e wal-push \"%p\""))
+                        .unwrap();
+                    *s = format!("pgherd-agent wal-push --envdir {dir} \"%p\"");
+                    1
+                }
+                _ => 0,
+            }
+        },
+    },
+    Deviation {
+        name: "every WAL envdir records its engine in PGHERD_BACKUP_ENGINE",
+        apply: |e| {
+            let mut n = 0;
+            for (rel, files) in e
+                .envdirs
+                .iter_mut()
+                .filter(|(rel, _)| rel.starts_with("etc/wal-e.d/"))
+            {
+                let main = rel == "etc/wal-e.d/env";
+                let walg_backup = files.get("USE_WALG_BACKUP").map(String::as_str) == Some("true");
+                let engine = match (
+                    files.contains_key("WALE_S3_PREFIX"),
+                    main && walg_backup,
+                    walg_backup,
+                ) {
+                    (true, false, _) => "native",
+                    (_, true, _) | (false, _, true) => "wal-g",
+                    _ => "wal-e",
+                };
+                files.insert("PGHERD_BACKUP_ENGINE".into(), engine.into());
+                n += 1;
+            }
+            n
+        },
+    },
+    Deviation {
+        name: "native engine on S3 encrypts server-side by default (WALG_S3_SSE=AES256 unless disabled)",
+        apply: |e| {
+            let mut n = 0;
+            for files in e.envdirs.values_mut() {
+                let native = files.get("PGHERD_BACKUP_ENGINE").map(String::as_str) == Some("native");
+                let disabled = files.get("WALG_DISABLE_S3_SSE").map(String::as_str) == Some("true");
+                if native && !disabled && !files.contains_key("WALG_S3_SSE") {
+                    files.insert("WALG_S3_SSE".into(), "AES256".into());
+                    n += 1;
+                }
+            }
+            n
         },
     },
     Deviation {
@@ -430,6 +496,7 @@ fn check_case(case: &Case, matched: &mut BTreeMap<&'static str, usize>) -> Resul
             .lines()
             .map(str::to_string)
             .collect(),
+        env: case.env.clone(),
     };
     for d in DEVIATIONS {
         *matched.get_mut(d.name).unwrap() += (d.apply)(&mut expected);

@@ -24,6 +24,9 @@ pub struct ClusterSpec {
     pub patroni: PathBuf,
     /// Extra or overriding environment for every member (e.g. WAL_S3_BUCKET and AWS_*).
     pub extra_env: BTreeMap<String, String>,
+    /// Deep-merged over each member's default SPILO_CONFIGURATION (which carries per-member paths, so
+    /// replacing it through `extra_env` would lose them).
+    pub spilo_configuration: Option<serde_json::Value>,
 }
 
 impl ClusterSpec {
@@ -34,6 +37,7 @@ impl ClusterSpec {
             synchronous_mode: false,
             patroni: tools::patroni4()?,
             extra_env: BTreeMap::new(),
+            spilo_configuration: None,
         })
     }
 }
@@ -303,7 +307,7 @@ fn member_env(
     standby_pw: &str,
 ) -> BTreeMap<String, String> {
     let d = |p: &str| dir.join(p).display().to_string();
-    let spilo_configuration = serde_json::json!({
+    let mut spilo_configuration = serde_json::json!({
         "bootstrap": {"dcs": {
             "ttl": 20, "loop_wait": 2, "retry_timeout": 5,
             "synchronous_mode": spec.synchronous_mode,
@@ -316,6 +320,9 @@ fn member_env(
             "shared_preload_libraries": "pg_stat_statements"
         }}
     });
+    if let Some(patch) = &spec.spilo_configuration {
+        merge_json(&mut spilo_configuration, patch);
+    }
     let mut env: BTreeMap<String, String> = [
         ("SCOPE", spec.scope.clone()),
         ("PGVERSION", "15".into()),
@@ -350,4 +357,16 @@ fn member_env(
     .collect();
     env.extend(spec.extra_env.clone());
     env
+}
+
+/// Objects are merged key by key; anything else replaces.
+fn merge_json(base: &mut serde_json::Value, patch: &serde_json::Value) {
+    match (base, patch) {
+        (serde_json::Value::Object(b), serde_json::Value::Object(p)) => {
+            for (k, v) in p {
+                merge_json(b.entry(k.clone()).or_insert(serde_json::Value::Null), v);
+            }
+        }
+        (b, p) => *b = p.clone(),
+    }
 }

@@ -5,7 +5,9 @@
 use std::pin::Pin;
 use std::str::FromStr;
 
-use async_compression::tokio::bufread::{GzipDecoder, GzipEncoder, Lz4Decoder, Lz4Encoder, ZstdDecoder, ZstdEncoder};
+use async_compression::tokio::bufread::{
+    GzipDecoder, GzipEncoder, Lz4Decoder, Lz4Encoder, ZstdDecoder, ZstdEncoder,
+};
 use tokio::io::{AsyncBufRead, AsyncRead};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,7 +38,10 @@ impl Codec {
         }
     }
 
-    pub fn encoder<'a>(self, input: impl AsyncBufRead + Send + 'a) -> Pin<Box<dyn AsyncRead + Send + 'a>> {
+    pub fn encoder<'a>(
+        self,
+        input: impl AsyncBufRead + Send + 'a,
+    ) -> Pin<Box<dyn AsyncRead + Send + 'a>> {
         match self {
             Codec::Zstd => Box::pin(ZstdEncoder::new(input)),
             Codec::Lz4 => Box::pin(Lz4Encoder::new(input)),
@@ -44,7 +49,10 @@ impl Codec {
         }
     }
 
-    pub fn decoder<'a>(self, input: impl AsyncBufRead + Send + 'a) -> Pin<Box<dyn AsyncRead + Send + 'a>> {
+    pub fn decoder<'a>(
+        self,
+        input: impl AsyncBufRead + Send + 'a,
+    ) -> Pin<Box<dyn AsyncRead + Send + 'a>> {
         match self {
             Codec::Zstd => Box::pin(ZstdDecoder::new(input)),
             Codec::Lz4 => Box::pin(Lz4Decoder::new(input)),
@@ -60,13 +68,23 @@ mod tests {
 
     #[tokio::test]
     async fn round_trips_every_codec() {
-        let data: Vec<u8> = (0..200_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
+        let data: Vec<u8> = (0..200_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
         for codec in [Codec::Zstd, Codec::Lz4, Codec::Gzip] {
             let mut compressed = Vec::new();
-            codec.encoder(&data[..]).read_to_end(&mut compressed).await.unwrap();
+            codec
+                .encoder(&data[..])
+                .read_to_end(&mut compressed)
+                .await
+                .unwrap();
             assert!(compressed.len() < data.len() / 2, "{codec:?} compresses");
             let mut back = Vec::new();
-            codec.decoder(&compressed[..]).read_to_end(&mut back).await.unwrap();
+            codec
+                .decoder(&compressed[..])
+                .read_to_end(&mut back)
+                .await
+                .unwrap();
             assert_eq!(back, data, "{codec:?} round-trips");
             assert_eq!(codec.name().parse::<Codec>().unwrap(), codec);
         }

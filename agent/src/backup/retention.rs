@@ -37,7 +37,11 @@ pub struct Decision {
 
 pub fn decide(backups: &[Backup], policy: Policy, now: DateTime<Utc>) -> Decision {
     let mut sorted: Vec<&Backup> = backups.iter().collect();
-    sorted.sort_by(|a, b| b.finished.cmp(&a.finished).then_with(|| b.name.cmp(&a.name)));
+    sorted.sort_by(|a, b| {
+        b.finished
+            .cmp(&a.finished)
+            .then_with(|| b.name.cmp(&a.name))
+    });
     let keep_last = policy.keep_last.max(1);
     let mut keep = vec![false; sorted.len()];
     for k in keep.iter_mut().take(keep_last) {
@@ -87,7 +91,9 @@ pub fn wal_deletable(object_name: &str, horizon: &str) -> bool {
         return false;
     }
     let base = object_name.split('.').next().unwrap_or(object_name);
-    base.len() >= 24 && base[..24].bytes().all(|c| c.is_ascii_hexdigit()) && position(base) < horizon
+    base.len() >= 24
+        && base[..24].bytes().all(|c| c.is_ascii_hexdigit())
+        && position(base) < horizon
 }
 
 #[cfg(test)]
@@ -100,34 +106,79 @@ mod tests {
     }
 
     fn b(name: &str, finished: DateTime<Utc>, seg: u32) -> Backup {
-        Backup { name: name.into(), finished, start_wal: format!("00000001{:016X}", seg) }
+        Backup {
+            name: name.into(),
+            finished,
+            start_wal: format!("00000001{:016X}", seg),
+        }
     }
 
     #[test]
     fn keeps_the_newest_n() {
         let now = Utc::now();
-        let all = [b("a", at(4, now), 1), b("b", at(3, now), 5), b("c", at(2, now), 9), b("d", at(1, now), 12)];
-        let d = decide(&all, Policy { keep_last: 2, keep_within: None }, now);
+        let all = [
+            b("a", at(4, now), 1),
+            b("b", at(3, now), 5),
+            b("c", at(2, now), 9),
+            b("d", at(1, now), 12),
+        ];
+        let d = decide(
+            &all,
+            Policy {
+                keep_last: 2,
+                keep_within: None,
+            },
+            now,
+        );
         assert_eq!(d.keep, ["d", "c"]);
         assert_eq!(d.delete, ["b", "a"]);
         assert_eq!(d.wal_horizon.as_deref(), Some("0000000000000009"));
-        assert!(wal_deletable("000000010000000000000008.zst", "0000000000000009"));
-        assert!(!wal_deletable("000000020000000000000009.zst", "0000000000000009"));
+        assert!(wal_deletable(
+            "000000010000000000000008.zst",
+            "0000000000000009"
+        ));
+        assert!(!wal_deletable(
+            "000000020000000000000009.zst",
+            "0000000000000009"
+        ));
         assert!(!wal_deletable("00000002.history.zst", "0000000000000009"));
     }
 
     #[test]
     fn window_keeps_its_anchor() {
         let now = Utc::now();
-        let all = [b("a", at(10, now), 1), b("b", at(8, now), 2), b("c", at(5, now), 3), b("d", at(1, now), 4)];
-        let d = decide(&all, Policy { keep_last: 1, keep_within: Some(Duration::days(7)) }, now);
-        assert_eq!(d.keep, ["d", "c", "b"], "b (8 days) is the base for restoring to 7 days ago");
+        let all = [
+            b("a", at(10, now), 1),
+            b("b", at(8, now), 2),
+            b("c", at(5, now), 3),
+            b("d", at(1, now), 4),
+        ];
+        let d = decide(
+            &all,
+            Policy {
+                keep_last: 1,
+                keep_within: Some(Duration::days(7)),
+            },
+            now,
+        );
+        assert_eq!(
+            d.keep,
+            ["d", "c", "b"],
+            "b (8 days) is the base for restoring to 7 days ago"
+        );
         assert_eq!(d.delete, ["a"]);
     }
 
     #[test]
     fn nothing_to_decide_without_backups() {
-        let d = decide(&[], Policy { keep_last: 2, keep_within: None }, Utc::now());
+        let d = decide(
+            &[],
+            Policy {
+                keep_last: 2,
+                keep_within: None,
+            },
+            Utc::now(),
+        );
         assert_eq!(d, Decision::default());
     }
 

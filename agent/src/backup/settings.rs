@@ -40,7 +40,10 @@ impl std::fmt::Debug for Settings {
             .field("endpoint", &self.endpoint)
             .field("region", &self.region)
             .field("force_path_style", &self.force_path_style)
-            .field("credentials", &self.credentials.as_ref().map(|_| "<static>"))
+            .field(
+                "credentials",
+                &self.credentials.as_ref().map(|_| "<static>"),
+            )
             .field("sse", &self.sse)
             .field("codec", &self.codec)
             .finish()
@@ -48,7 +51,10 @@ impl std::fmt::Debug for Settings {
 }
 
 fn truthy(v: Option<&str>) -> bool {
-    matches!(v.map(str::to_ascii_lowercase).as_deref(), Some("true" | "1" | "yes" | "on"))
+    matches!(
+        v.map(str::to_ascii_lowercase).as_deref(),
+        Some("true" | "1" | "yes" | "on")
+    )
 }
 
 impl Settings {
@@ -59,13 +65,21 @@ impl Settings {
             .into_iter()
             .find_map(|k| get(k).map(|v| (k, v)))
             .ok_or(Error::Missing("WALG_S3_PREFIX"))?;
-        let var: &'static str = if var == "WALG_S3_PREFIX" { "WALG_S3_PREFIX" } else { "WALE_S3_PREFIX" };
-        let rest = url
-            .strip_prefix("s3://")
-            .ok_or_else(|| Error::Invalid { var, problem: format!("{url:?} does not start with s3://") })?;
+        let var: &'static str = if var == "WALG_S3_PREFIX" {
+            "WALG_S3_PREFIX"
+        } else {
+            "WALE_S3_PREFIX"
+        };
+        let rest = url.strip_prefix("s3://").ok_or_else(|| Error::Invalid {
+            var,
+            problem: format!("{url:?} does not start with s3://"),
+        })?;
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
-            return Err(Error::Invalid { var, problem: format!("{url:?} has no bucket") });
+            return Err(Error::Invalid {
+                var,
+                problem: format!("{url:?} has no bucket"),
+            });
         }
         let endpoint = get("AWS_ENDPOINT").map(str::to_string);
         let region = get("AWS_REGION").unwrap_or("us-east-1").to_string();
@@ -85,7 +99,10 @@ impl Settings {
             }
         };
         let codec = match get("PGHERD_COMPRESSION").or(get("WALG_COMPRESSION_METHOD")) {
-            Some(c) => c.parse().map_err(|problem| Error::Invalid { var: "PGHERD_COMPRESSION", problem })?,
+            Some(c) => c.parse().map_err(|problem| Error::Invalid {
+                var: "PGHERD_COMPRESSION",
+                problem,
+            })?,
             None => Codec::Zstd,
         };
         Ok(Self {
@@ -102,8 +119,14 @@ impl Settings {
 
     /// Reads an envdir with runit semantics and builds settings from it.
     pub fn from_envdir(dir: &Path) -> Result<Self, Error> {
-        let vars = crate::envdir::read(dir).map_err(|e| Error::Read { path: dir.into(), problem: format!("{e:#}") })?;
-        let vars: BTreeMap<String, String> = vars.into_iter().filter_map(|(k, v)| Some((k, v?))).collect();
+        let vars = crate::envdir::read(dir).map_err(|e| Error::Read {
+            path: dir.into(),
+            problem: format!("{e:#}"),
+        })?;
+        let vars: BTreeMap<String, String> = vars
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, v?)))
+            .collect();
         Self::from_vars(&vars)
     }
 
@@ -130,14 +153,23 @@ mod tests {
     use super::*;
 
     fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn from_spilo_envdir_values() {
         let s = Settings::from_vars(&vars(&[
-            ("WALE_S3_PREFIX", "s3://acid-backups/spilo/acid-x/efd1/wal/15"),
-            ("WALG_S3_PREFIX", "s3://acid-backups/spilo/acid-x/efd1/wal/15"),
+            (
+                "WALE_S3_PREFIX",
+                "s3://acid-backups/spilo/acid-x/efd1/wal/15",
+            ),
+            (
+                "WALG_S3_PREFIX",
+                "s3://acid-backups/spilo/acid-x/efd1/wal/15",
+            ),
             ("AWS_ENDPOINT", "http://127.0.0.1:3900"),
             ("AWS_ACCESS_KEY_ID", "GK1"),
             ("AWS_SECRET_ACCESS_KEY", "s3cr3t"),
@@ -147,28 +179,48 @@ mod tests {
         .unwrap();
         assert_eq!(s.bucket, "acid-backups");
         assert_eq!(s.root(), "spilo/acid-x/efd1/wal/15/pgherd");
-        assert_eq!(s.wal_key("000000010000000000000001"), "spilo/acid-x/efd1/wal/15/pgherd/wal/000000010000000000000001");
+        assert_eq!(
+            s.wal_key("000000010000000000000001"),
+            "spilo/acid-x/efd1/wal/15/pgherd/wal/000000010000000000000001"
+        );
         assert!(s.force_path_style);
         assert_eq!(s.sse, None, "disabled SSE wins");
         assert_eq!(s.codec, Codec::Zstd);
-        assert!(!format!("{s:?}").contains("s3cr3t"), "secrets never in Debug output");
+        assert!(
+            !format!("{s:?}").contains("s3cr3t"),
+            "secrets never in Debug output"
+        );
     }
 
     #[test]
     fn errors_name_the_variable() {
-        assert_eq!(Settings::from_vars(&vars(&[])).unwrap_err(), Error::Missing("WALG_S3_PREFIX"));
+        assert_eq!(
+            Settings::from_vars(&vars(&[])).unwrap_err(),
+            Error::Missing("WALG_S3_PREFIX")
+        );
         let e = Settings::from_vars(&vars(&[("WALG_S3_PREFIX", "gs://x/y")])).unwrap_err();
         assert!(e.to_string().starts_with("WALG_S3_PREFIX: "), "{e}");
-        let e = Settings::from_vars(&vars(&[("WALG_S3_PREFIX", "s3://b/p"), ("AWS_ACCESS_KEY_ID", "k")])).unwrap_err();
+        let e = Settings::from_vars(&vars(&[
+            ("WALG_S3_PREFIX", "s3://b/p"),
+            ("AWS_ACCESS_KEY_ID", "k"),
+        ]))
+        .unwrap_err();
         assert_eq!(e, Error::Missing("AWS_SECRET_ACCESS_KEY"));
-        let e = Settings::from_vars(&vars(&[("WALG_S3_PREFIX", "s3://b/p"), ("PGHERD_COMPRESSION", "brotli")]))
-            .unwrap_err();
+        let e = Settings::from_vars(&vars(&[
+            ("WALG_S3_PREFIX", "s3://b/p"),
+            ("PGHERD_COMPRESSION", "brotli"),
+        ]))
+        .unwrap_err();
         assert!(e.to_string().starts_with("PGHERD_COMPRESSION: "), "{e}");
     }
 
     #[test]
     fn kms_and_defaults() {
-        let s = Settings::from_vars(&vars(&[("WALG_S3_PREFIX", "s3://b"), ("WALG_S3_SSE_KMS_ID", "key-1")])).unwrap();
+        let s = Settings::from_vars(&vars(&[
+            ("WALG_S3_PREFIX", "s3://b"),
+            ("WALG_S3_SSE_KMS_ID", "key-1"),
+        ]))
+        .unwrap();
         assert_eq!(s.sse, Some(("aws:kms".into(), Some("key-1".into()))));
         assert_eq!(s.root(), "pgherd");
         assert_eq!(s.region, "us-east-1");

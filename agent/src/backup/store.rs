@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier, ServerSideEncryption};
+use aws_sdk_s3::types::{
+    CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier, ServerSideEncryption,
+};
 use aws_sdk_s3::Client;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -15,9 +17,18 @@ use super::settings::Settings;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("S3 {op} s3://{bucket}/{key}: {message}")]
-    S3 { op: &'static str, bucket: String, key: String, message: String },
+    S3 {
+        op: &'static str,
+        bucket: String,
+        key: String,
+        message: String,
+    },
     #[error("reading the data to upload for s3://{bucket}/{key}: {source}")]
-    Source { bucket: String, key: String, source: std::io::Error },
+    Source {
+        bucket: String,
+        key: String,
+        source: std::io::Error,
+    },
 }
 
 /// Object metadata pgherd stores with each object (`x-amz-meta-*`).
@@ -50,14 +61,21 @@ impl Store {
             )
             .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(4));
         if let Some((id, secret)) = &settings.credentials {
-            loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(id, secret, None, None, "envdir"));
+            loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
+                id, secret, None, None, "envdir",
+            ));
         }
         if let Some(endpoint) = &settings.endpoint {
             loader = loader.endpoint_url(endpoint);
         }
         let shared = loader.load().await;
-        let conf = aws_sdk_s3::config::Builder::from(&shared).force_path_style(settings.force_path_style).build();
-        Self { client: Client::from_conf(conf), settings }
+        let conf = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(settings.force_path_style)
+            .build();
+        Self {
+            client: Client::from_conf(conf),
+            settings,
+        }
     }
 
     pub fn settings(&self) -> &Settings {
@@ -70,38 +88,65 @@ impl Store {
         key: &str,
         e: aws_sdk_s3::error::SdkError<E>,
     ) -> Error {
-        Error::S3 { op, bucket: self.settings.bucket.clone(), key: key.into(), message: DisplayErrorContext(e).to_string() }
+        Error::S3 {
+            op,
+            bucket: self.settings.bucket.clone(),
+            key: key.into(),
+            message: DisplayErrorContext(e).to_string(),
+        }
     }
 
     fn sse(&self) -> Option<(ServerSideEncryption, Option<String>)> {
-        self.settings.sse.as_ref().map(|(mode, kms)| (ServerSideEncryption::from(mode.as_str()), kms.clone()))
+        self.settings
+            .sse
+            .as_ref()
+            .map(|(mode, kms)| (ServerSideEncryption::from(mode.as_str()), kms.clone()))
     }
 
     pub async fn put(&self, key: &str, body: Vec<u8>, meta: &Metadata) -> Result<(), Error> {
-        let mut req = self.client.put_object().bucket(&self.settings.bucket).key(key).body(ByteStream::from(body));
+        let mut req = self
+            .client
+            .put_object()
+            .bucket(&self.settings.bucket)
+            .key(key)
+            .body(ByteStream::from(body));
         for (k, v) in meta {
             req = req.metadata(k, v);
         }
         if let Some((mode, kms)) = self.sse() {
             req = req.server_side_encryption(mode).set_ssekms_key_id(kms);
         }
-        req.send().await.map_err(|e| self.err("PutObject", key, e))?;
+        req.send()
+            .await
+            .map_err(|e| self.err("PutObject", key, e))?;
         Ok(())
     }
 
     /// Uploads a stream of unknown length with multipart upload, holding one part in memory at a time.
     /// The upload is aborted on any error, so no half-written object ever becomes visible. Returns the
     /// number of bytes stored.
-    pub async fn put_stream(&self, key: &str, mut body: impl AsyncRead + Unpin, meta: &Metadata) -> Result<u64, Error> {
+    pub async fn put_stream(
+        &self,
+        key: &str,
+        mut body: impl AsyncRead + Unpin,
+        meta: &Metadata,
+    ) -> Result<u64, Error> {
         let bucket = &self.settings.bucket;
-        let mut req = self.client.create_multipart_upload().bucket(bucket).key(key);
+        let mut req = self
+            .client
+            .create_multipart_upload()
+            .bucket(bucket)
+            .key(key);
         for (k, v) in meta {
             req = req.metadata(k, v);
         }
         if let Some((mode, kms)) = self.sse() {
             req = req.server_side_encryption(mode).set_ssekms_key_id(kms);
         }
-        let created = req.send().await.map_err(|e| self.err("CreateMultipartUpload", key, e))?;
+        let created = req
+            .send()
+            .await
+            .map_err(|e| self.err("CreateMultipartUpload", key, e))?;
         let upload_id = created.upload_id().unwrap_or_default().to_string();
         let result = self.upload_parts(key, &upload_id, &mut body).await;
         match result {
@@ -111,14 +156,25 @@ impl Store {
                     .bucket(bucket)
                     .key(key)
                     .upload_id(&upload_id)
-                    .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+                    .multipart_upload(
+                        CompletedMultipartUpload::builder()
+                            .set_parts(Some(parts))
+                            .build(),
+                    )
                     .send()
                     .await
                     .map_err(|e| self.err("CompleteMultipartUpload", key, e))?;
                 Ok(total)
             }
             Err(e) => {
-                let _ = self.client.abort_multipart_upload().bucket(bucket).key(key).upload_id(&upload_id).send().await;
+                let _ = self
+                    .client
+                    .abort_multipart_upload()
+                    .bucket(bucket)
+                    .key(key)
+                    .upload_id(&upload_id)
+                    .send()
+                    .await;
                 Err(e)
             }
         }
@@ -139,7 +195,11 @@ impl Store {
                     .take((PART_SIZE - buf.len()) as u64)
                     .read_to_end(&mut buf)
                     .await
-                    .map_err(|source| Error::Source { bucket: self.settings.bucket.clone(), key: key.into(), source })?;
+                    .map_err(|source| Error::Source {
+                        bucket: self.settings.bucket.clone(),
+                        key: key.into(),
+                        source,
+                    })?;
                 if n == 0 {
                     break;
                 }
@@ -162,7 +222,12 @@ impl Store {
                 .send()
                 .await
                 .map_err(|e| self.err("UploadPart", key, e))?;
-            parts.push(CompletedPart::builder().part_number(number).set_e_tag(out.e_tag).build());
+            parts.push(
+                CompletedPart::builder()
+                    .part_number(number)
+                    .set_e_tag(out.e_tag)
+                    .build(),
+            );
             if last {
                 break;
             }
@@ -172,7 +237,14 @@ impl Store {
 
     /// Metadata of an object, or `None` when it does not exist.
     pub async fn head(&self, key: &str) -> Result<Option<Metadata>, Error> {
-        match self.client.head_object().bucket(&self.settings.bucket).key(key).send().await {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.settings.bucket)
+            .key(key)
+            .send()
+            .await
+        {
             Ok(out) => Ok(Some(out.metadata.unwrap_or_default())),
             Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
             Err(e) => Err(self.err("HeadObject", key, e)),
@@ -180,9 +252,22 @@ impl Store {
     }
 
     /// Streams an object's body, with its metadata; `None` when it does not exist.
-    pub async fn get(&self, key: &str) -> Result<Option<(Metadata, impl AsyncRead + Send + Unpin)>, Error> {
-        match self.client.get_object().bucket(&self.settings.bucket).key(key).send().await {
-            Ok(out) => Ok(Some((out.metadata.unwrap_or_default(), out.body.into_async_read()))),
+    pub async fn get(
+        &self,
+        key: &str,
+    ) -> Result<Option<(Metadata, impl AsyncRead + Send + Unpin)>, Error> {
+        match self
+            .client
+            .get_object()
+            .bucket(&self.settings.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some((
+                out.metadata.unwrap_or_default(),
+                out.body.into_async_read(),
+            ))),
             Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
             Err(e) => Err(self.err("GetObject", key, e)),
         }
@@ -191,11 +276,20 @@ impl Store {
     /// Every object under `prefix`.
     pub async fn list(&self, prefix: &str) -> Result<Vec<Listed>, Error> {
         let mut out = Vec::new();
-        let mut pages = self.client.list_objects_v2().bucket(&self.settings.bucket).prefix(prefix).into_paginator().send();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.settings.bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| self.err("ListObjectsV2", prefix, e))?;
             for o in page.contents() {
-                out.push(Listed { key: o.key().unwrap_or_default().to_string(), size: o.size().unwrap_or(0) as u64 });
+                out.push(Listed {
+                    key: o.key().unwrap_or_default().to_string(),
+                    size: o.size().unwrap_or(0) as u64,
+                });
             }
         }
         Ok(out)
@@ -204,9 +298,15 @@ impl Store {
     /// Deletes objects in batches of 1000 (the S3 limit).
     pub async fn delete(&self, keys: &[String]) -> Result<(), Error> {
         for chunk in keys.chunks(1000) {
-            let objects: Vec<ObjectIdentifier> =
-                chunk.iter().filter_map(|k| ObjectIdentifier::builder().key(k).build().ok()).collect();
-            let delete = Delete::builder().set_objects(Some(objects)).quiet(true).build().expect("objects are set");
+            let objects: Vec<ObjectIdentifier> = chunk
+                .iter()
+                .filter_map(|k| ObjectIdentifier::builder().key(k).build().ok())
+                .collect();
+            let delete = Delete::builder()
+                .set_objects(Some(objects))
+                .quiet(true)
+                .build()
+                .expect("objects are set");
             let out = self
                 .client
                 .delete_objects()

@@ -18,14 +18,24 @@ pub enum Error {
     #[error("{0:?} is not a WAL file name (segment, .history, .backup or .partial)")]
     Name(String),
     #[error("reading {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("writing {path}: {source}")]
-    Write { path: String, source: std::io::Error },
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
     #[error(
         "{name} is already archived with different content (stored sha256 {stored}, local {local}): another \
          cluster or timeline is writing to this prefix; refusing to overwrite"
     )]
-    Conflict { name: String, stored: String, local: String },
+    Conflict {
+        name: String,
+        stored: String,
+        local: String,
+    },
     #[error("{name}: stored object is corrupt: {problem}")]
     Corrupt { name: String, problem: String },
     #[error(transparent)]
@@ -49,26 +59,46 @@ pub fn valid_name(name: &str) -> bool {
     let base = name.strip_suffix(".partial").unwrap_or(name);
     match base.split_once('.') {
         None => hex(base, 24),
-        Some((seg, rest)) => hex(seg, 24) && rest.len() == 17 && rest.ends_with(".backup") && hex(&rest[..8], 8),
+        Some((seg, rest)) => {
+            hex(seg, 24) && rest.len() == 15 && rest.ends_with(".backup") && hex(&rest[..8], 8)
+        }
     }
 }
 
 pub fn sha256_hex(data: &[u8]) -> String {
-    Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Archives the file at `path` (absolute) under its own name.
 pub async fn push(store: &Store, path: &Path) -> Result<Pushed, Error> {
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_string();
     if !valid_name(&name) {
         return Err(Error::Name(name));
     }
-    let data = tokio::fs::read(path).await.map_err(|source| Error::Read { path: path.display().to_string(), source })?;
+    let data = tokio::fs::read(path).await.map_err(|source| Error::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
     let local = sha256_hex(&data);
     let key = store.settings().wal_key(&name);
     if let Some(meta) = store.head(&key).await? {
         let stored = meta.get("sha256").cloned().unwrap_or_default();
-        return if stored == local { Ok(Pushed::AlreadyArchived) } else { Err(Error::Conflict { name, stored, local }) };
+        return if stored == local {
+            Ok(Pushed::AlreadyArchived)
+        } else {
+            Err(Error::Conflict {
+                name,
+                stored,
+                local,
+            })
+        };
     }
     let codec = store.settings().codec;
     let mut compressed = Vec::with_capacity(data.len() / 4);
@@ -76,7 +106,10 @@ pub async fn push(store: &Store, path: &Path) -> Result<Pushed, Error> {
         .encoder(&data[..])
         .read_to_end(&mut compressed)
         .await
-        .map_err(|source| Error::Read { path: path.display().to_string(), source })?;
+        .map_err(|source| Error::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
     let meta: Metadata = [
         ("sha256".to_string(), local),
         ("codec".to_string(), codec.name().to_string()),
@@ -86,7 +119,10 @@ pub async fn push(store: &Store, path: &Path) -> Result<Pushed, Error> {
     .collect();
     let stored = compressed.len() as u64;
     store.put(&key, compressed, &meta).await?;
-    Ok(Pushed::Uploaded { size: data.len() as u64, stored })
+    Ok(Pushed::Uploaded {
+        size: data.len() as u64,
+        stored,
+    })
 }
 
 /// Restores WAL file `name` to `dest`. Returns `false` when the archive does not have it (the normal end
@@ -96,20 +132,41 @@ pub async fn fetch(store: &Store, name: &str, dest: &Path) -> Result<bool, Error
         return Err(Error::Name(name.into()));
     }
     let key = store.settings().wal_key(name);
-    let Some((meta, mut body)) = store.get(&key).await? else { return Ok(false) };
-    let corrupt = |problem: String| Error::Corrupt { name: name.into(), problem };
-    let codec: Codec = meta.get("codec").map(String::as_str).unwrap_or("zstd").parse().map_err(corrupt)?;
+    let Some((meta, mut body)) = store.get(&key).await? else {
+        return Ok(false);
+    };
+    let corrupt = |problem: String| Error::Corrupt {
+        name: name.into(),
+        problem,
+    };
+    let codec: Codec = meta
+        .get("codec")
+        .map(String::as_str)
+        .unwrap_or("zstd")
+        .parse()
+        .map_err(corrupt)?;
     let mut compressed = Vec::new();
-    body.read_to_end(&mut compressed).await.map_err(|e| corrupt(format!("download interrupted: {e}")))?;
+    body.read_to_end(&mut compressed)
+        .await
+        .map_err(|e| corrupt(format!("download interrupted: {e}")))?;
     let mut data = Vec::new();
-    codec.decoder(&compressed[..]).read_to_end(&mut data).await.map_err(|e| corrupt(format!("cannot decompress: {e}")))?;
+    codec
+        .decoder(&compressed[..])
+        .read_to_end(&mut data)
+        .await
+        .map_err(|e| corrupt(format!("cannot decompress: {e}")))?;
     let expected = meta.get("sha256").cloned().unwrap_or_default();
     let actual = sha256_hex(&data);
     if expected != actual {
-        return Err(corrupt(format!("checksum mismatch (stored {expected}, content {actual})")));
+        return Err(corrupt(format!(
+            "checksum mismatch (stored {expected}, content {actual})"
+        )));
     }
     let tmp = dest.with_extension("pgherd-tmp");
-    let write_err = |source| Error::Write { path: dest.display().to_string(), source };
+    let write_err = |source| Error::Write {
+        path: dest.display().to_string(),
+        source,
+    };
     let mut f = tokio::fs::File::create(&tmp).await.map_err(write_err)?;
     f.write_all(&data).await.map_err(write_err)?;
     f.sync_all().await.map_err(write_err)?;
@@ -132,7 +189,14 @@ mod tests {
         ] {
             assert!(valid_name(ok), "{ok}");
         }
-        for bad in ["", "../etc/passwd", "00000001000000000000001", "0000000100000000000000ZZ", "x.history", "000000010000000000000002.backup"] {
+        for bad in [
+            "",
+            "../etc/passwd",
+            "00000001000000000000001",
+            "0000000100000000000000ZZ",
+            "x.history",
+            "000000010000000000000002.backup",
+        ] {
             assert!(!valid_name(bad), "{bad}");
         }
     }

@@ -21,6 +21,9 @@ pub struct CloneFromStorage {
     pub storage: Storage,
     /// `CLONE_TARGET_TIME` (empty: latest backup, no recovery target).
     pub target_time: String,
+    /// `CLONE_TARGET_LSN` / `CLONE_TARGET_XID` (pgherd additions; at most one target kind is set).
+    pub target_lsn: Option<String>,
+    pub target_xid: Option<u64>,
     pub target_timeline: String,
     pub pause_at_target: bool,
     pub target_inclusive: bool,
@@ -46,9 +49,34 @@ pub fn clone_plan(env: &Env, layout: &Layout) -> Result<CloneSource, Error> {
                      CLONE_WALG_S3_PREFIX, or the GS/SWIFT/AZ equivalents)",
                 )
             })?;
+            let target_time = env.str_or("CLONE_TARGET_TIME", "");
+            let target_lsn = env.get("CLONE_TARGET_LSN").map(str::to_string);
+            if let Some(lsn) = &target_lsn {
+                let valid = lsn.split_once('/').is_some_and(|(a, b)| {
+                    [a, b].iter().all(|x| !x.is_empty() && x.len() <= 8 && x.bytes().all(|c| c.is_ascii_hexdigit()))
+                });
+                if !valid {
+                    return Err(Error::invalid("CLONE_TARGET_LSN", format!("{lsn:?} is not an LSN such as 0/3000060")));
+                }
+            }
+            let target_xid = match env.get("CLONE_TARGET_XID") {
+                Some(x) => Some(x.parse::<u64>().map_err(|_| {
+                    Error::invalid("CLONE_TARGET_XID", format!("{x:?} is not a transaction id"))
+                })?),
+                None => None,
+            };
+            let kinds = [!target_time.is_empty(), target_lsn.is_some(), target_xid.is_some()];
+            if kinds.iter().filter(|k| **k).count() > 1 {
+                return Err(Error::invalid(
+                    "CLONE_TARGET_TIME, CLONE_TARGET_LSN and CLONE_TARGET_XID",
+                    "set only one recovery target",
+                ));
+            }
             Ok(CloneSource::FromStorage(CloneFromStorage {
                 storage,
-                target_time: env.str_or("CLONE_TARGET_TIME", ""),
+                target_time,
+                target_lsn,
+                target_xid,
                 target_timeline: env.str_or("CLONE_TARGET_TIMELINE", "latest"),
                 pause_at_target: env.bool("USE_PAUSE_AT_RECOVERY_TARGET", false, Legacy::NonEmpty)?,
                 target_inclusive: env.bool("CLONE_TARGET_INCLUSIVE", true, Legacy::NonEmpty)?,

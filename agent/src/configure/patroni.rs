@@ -119,6 +119,23 @@ pub fn template(env: &Env, t: &Template) -> Result<Map<String, Value>, Error> {
             if !c.target_time.is_empty() {
                 recovery.insert("recovery_target_time".into(), json!(c.target_time));
             }
+            if let Some(lsn) = &c.target_lsn {
+                recovery.insert("recovery_target_lsn".into(), json!(lsn));
+            }
+            if let Some(xid) = c.target_xid {
+                recovery.insert("recovery_target_xid".into(), json!(xid.to_string()));
+            }
+            let mut command = format!(
+                "pgherd-agent clone-with-wale --envdir \"{}\" --recovery-target-time=\"{}\"",
+                c.storage.env_dir.display(),
+                c.target_time
+            );
+            if let Some(lsn) = &c.target_lsn {
+                command.push_str(&format!(" --recovery-target-lsn=\"{lsn}\""));
+            }
+            if let Some(xid) = c.target_xid {
+                command.push_str(&format!(" --recovery-target-xid={xid}"));
+            }
             if !c.target_inclusive {
                 recovery.insert("recovery_target_inclusive".into(), json!(false));
             }
@@ -126,11 +143,7 @@ pub fn template(env: &Env, t: &Template) -> Result<Map<String, Value>, Error> {
             bootstrap.insert(
                 "clone_with_wale".into(),
                 json!({
-                    "command": format!(
-                        "pgherd-agent clone-with-wale --envdir \"{}\" --recovery-target-time=\"{}\"",
-                        c.storage.env_dir.display(),
-                        c.target_time
-                    ),
+                    "command": command,
                     "recovery_conf": recovery,
                 }),
             );
@@ -303,11 +316,7 @@ fn dcs(t: &Template, timeout: &str) -> Value {
 
 fn local_parameters(t: &Template) -> Map<String, Value> {
     let archive_command = match t.main {
-        Some(main) => format!(
-            "pgherd-agent envdir \"{}\" {} wal-push \"%p\"",
-            main.env_dir.display(),
-            main.archiver()
-        ),
+        Some(main) => main.archive_command(),
         None => "/bin/true".into(),
     };
     let (log_filename, rotation) = if t.log_ship_hourly {

@@ -1,6 +1,7 @@
 //! WAL storage: which backend a cluster (or its clone/standby source) uses, WAL-E or WAL-G, and the envdir
 //! files the WAL tools read (Patroni strips the environment, so envdirs are their only configuration).
 
+use crate::backup::engine::{Engine, ENGINE_FILE};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -84,17 +85,55 @@ pub struct Storage {
     pub env_dir: PathBuf,
     pub walg_backup: bool,
     pub walg_restore: bool,
+    /// Who archives, backs up and restores: pgherd's native engine for S3 (replacing WAL-E, Spilo's S3
+    /// default), or WAL-G/WAL-E in compatibility mode where Spilo's switches select them.
+    pub engine: Engine,
 }
 
 impl Storage {
-    /// The tool `archive_command` pushes WAL with.
-    pub fn archiver(&self) -> &'static str {
-        if self.walg_backup {
-            "wal-g"
-        } else {
-            "wal-e"
+    /// The `archive_command` for this storage.
+    pub fn archive_command(&self) -> String {
+        let dir = self.env_dir.display();
+        match self.engine {
+            Engine::Native => format!("pgherd-agent wal-push --envdir \"{dir}\" \"%p\""),
+            compat => format!(
+                "pgherd-agent envdir \"{dir}\" {} wal-push \"%p\"",
+                compat.binary()
+            ),
         }
     }
+}
+
+/// `<P>PGHERD_BACKUP_ENGINE` (native, wal-g, wal-e) if set; otherwise native for S3 unless WAL-G backups are
+/// switched on (`USE_WALG_BACKUP`/`USE_WALG`), and Spilo's tool for the other backends, which the native
+/// engine does not speak.
+fn engine_choice(
+    env: &Env,
+    role: Role,
+    backend: Backend,
+    walg_backup: bool,
+) -> Result<Engine, Error> {
+    let var = format!("{}PGHERD_BACKUP_ENGINE", role.prefix());
+    if let Some(value) = env.get(&var) {
+        let engine = Engine::parse(&value).ok_or_else(|| {
+            Error::invalid(
+                &var,
+                format!("{value:?} is not one of native, wal-g, wal-e"),
+            )
+        })?;
+        if engine == Engine::Native && backend != Backend::S3 {
+            return Err(Error::invalid(
+                &var,
+                "the native engine stores backups on S3 only; use wal-g for this backend",
+            ));
+        }
+        return Ok(engine);
+    }
+    Ok(match (backend, walg_backup) {
+        (Backend::S3, false) => Engine::Native,
+        (_, true) => Engine::WalG,
+        (_, false) => Engine::WalE,
+    })
 }
 
 /// Finds the configured backend for `role`, if any. Two backends at once is an error (Spilo silently took the
@@ -150,12 +189,14 @@ pub fn detect(env: &Env, role: Role, layout: &Layout) -> Result<Option<Storage>,
             .join(format!("env-{}", p.trim_end_matches('_').to_lowercase())),
     };
     let (walg_backup, walg_restore) = walg_choice(env, role, backend)?;
+    let engine = engine_choice(env, role, backend, walg_backup && role == Role::Main)?;
     Ok(Some(Storage {
         role,
         backend,
         env_dir,
         walg_backup,
         walg_restore,
+        engine,
     }))
 }
 
@@ -484,6 +525,7 @@ pub fn envdir_files(
             }
         }
     }
+    files.push((ENGINE_FILE.into(), storage.engine.name().into()));
     files.push((
         "TMPDIR".into(),
         input.layout.wale_tmpdir.display().to_string(),
@@ -533,7 +575,11 @@ fn s3_settings(env: &Env, w: &mut BTreeMap<&'static str, String>, storage: &Stor
             "AWS_S3_FORCE_PATH_STYLE",
             (convention == "path").to_string(),
         );
-        if let Some(region) = region.filter(|_| storage.walg_backup) {
+        // The native engine signs requests with the region (S3-compatible stores check it), so it gets the
+        // region whenever one is given; Spilo wrote it only for WAL-G backups.
+        if let Some(region) =
+            region.filter(|_| storage.walg_backup || storage.engine == Engine::Native)
+        {
             w.insert("AWS_REGION", region);
         }
     } else {
@@ -555,7 +601,7 @@ fn s3_settings(env: &Env, w: &mut BTreeMap<&'static str, String>, storage: &Stor
         let v = w["WALE_DISABLE_S3_SSE"].clone();
         w.insert("WALG_DISABLE_S3_SSE", v);
     }
-    if storage.walg_backup
+    if (storage.walg_backup || storage.engine == Engine::Native)
         && w.get("WALG_DISABLE_S3_SSE").map(String::as_str) != Some("true")
         && !is_set(w, "WALG_S3_SSE")
     {

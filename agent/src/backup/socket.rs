@@ -1,0 +1,247 @@
+//! Hand-off of archive commands to the running agent over a Unix socket.
+//!
+//! Postgres starts one `archive_command` per WAL segment. Building an S3 client (TLS, credentials,
+//! endpoint discovery) for every 16 MiB segment costs more than the upload itself under load. When the agent
+//! runs, the per-segment process instead asks it to do the work: one long-lived client, and while one segment
+//! uploads, the next segments already marked `.ready` upload in parallel, so a backlog drains at the speed
+//! of the network rather than one round trip at a time. Without the agent (or if it does not answer), the
+//! command uploads directly; the result is the same objects.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{Mutex, Semaphore};
+
+use super::store::Store;
+use super::wal;
+
+/// Environment variable through which `run` tells Postgres's children where the socket is.
+pub const SOCKET_VAR: &str = "PGHERD_SOCKET";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum Request {
+    WalPush { envdir: PathBuf, path: PathBuf },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+impl Response {
+    pub fn into_result(self) -> anyhow::Result<()> {
+        if self.ok {
+            Ok(())
+        } else {
+            Err(anyhow::anyhow!(self
+                .error
+                .unwrap_or_else(|| "the agent reported a failure".into())))
+        }
+    }
+}
+
+/// Sends a request to the agent. `None` when no agent answers (not running, socket missing, timeout): the
+/// caller then does the work itself.
+pub async fn request(req: &Request) -> Option<Response> {
+    let path = std::env::var_os(SOCKET_VAR)?;
+    let exchange = async {
+        let stream = UnixStream::connect(&path).await.ok()?;
+        let (read, mut write) = stream.into_split();
+        let mut line = serde_json::to_string(req).ok()?;
+        line.push('\n');
+        write.write_all(line.as_bytes()).await.ok()?;
+        let mut answer = String::new();
+        BufReader::new(read).read_line(&mut answer).await.ok()?;
+        serde_json::from_str(&answer).ok()
+    };
+    tokio::time::timeout(Duration::from_secs(330), exchange)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Segments uploaded ahead of Postgres asking, by envdir: answering a later request is then instant.
+type Done = Arc<Mutex<BTreeSet<PathBuf>>>;
+
+/// The agent's side. Only files inside `data_dir/pg_wal` are accepted: the socket's users are Postgres's
+/// children, and the agent (often root) must not become a way to upload arbitrary files.
+pub struct Server {
+    data_dir: PathBuf,
+    stores: Mutex<BTreeMap<PathBuf, Store>>,
+    done: Done,
+    lookahead: Arc<Semaphore>,
+}
+
+/// Parallel uploads ahead of the requested segment.
+const LOOKAHEAD: usize = 4;
+
+impl Server {
+    pub fn new(data_dir: PathBuf) -> Arc<Self> {
+        Arc::new(Self {
+            data_dir,
+            stores: Mutex::new(BTreeMap::new()),
+            done: Arc::new(Mutex::new(BTreeSet::new())),
+            lookahead: Arc::new(Semaphore::new(LOOKAHEAD)),
+        })
+    }
+
+    /// Listens on `path` until the task is dropped. The socket is made accessible to `owner` only.
+    pub async fn serve(
+        self: Arc<Self>,
+        path: PathBuf,
+        owner: Option<(u32, u32)>,
+    ) -> anyhow::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+            if let Some((uid, gid)) = owner {
+                std::os::unix::fs::chown(dir, Some(uid), Some(gid))?;
+            }
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path)?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::chown(&path, Some(uid), Some(gid))?;
+        }
+        loop {
+            let (stream, _) = listener.accept().await?;
+            let me = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = me.handle(stream).await {
+                    tracing::warn!("archive socket connection failed: {e:#}");
+                }
+            });
+        }
+    }
+
+    async fn handle(self: Arc<Self>, stream: UnixStream) -> anyhow::Result<()> {
+        let (read, mut write) = stream.into_split();
+        let mut line = String::new();
+        BufReader::new(read).read_line(&mut line).await?;
+        let response = match serde_json::from_str::<Request>(&line) {
+            Ok(Request::WalPush { envdir, path }) => {
+                match self.clone().wal_push(envdir, path).await {
+                    Ok(()) => Response {
+                        ok: true,
+                        error: None,
+                    },
+                    Err(e) => Response {
+                        ok: false,
+                        error: Some(format!("{e:#}")),
+                    },
+                }
+            }
+            Err(e) => Response {
+                ok: false,
+                error: Some(format!("bad request: {e}")),
+            },
+        };
+        let mut out = serde_json::to_string(&response)?;
+        out.push('\n');
+        write.write_all(out.as_bytes()).await?;
+        Ok(())
+    }
+
+    async fn store(&self, envdir: &Path) -> anyhow::Result<Store> {
+        let mut stores = self.stores.lock().await;
+        if let Some(s) = stores.get(envdir) {
+            return Ok(s.clone());
+        }
+        let s = super::cli::store_for(envdir).await?;
+        stores.insert(envdir.to_path_buf(), s.clone());
+        Ok(s)
+    }
+
+    fn check_path(&self, path: &Path) -> anyhow::Result<PathBuf> {
+        let wal_dir = self.data_dir.join("pg_wal").canonicalize()?;
+        let real = path.canonicalize()?;
+        anyhow::ensure!(
+            real.starts_with(&wal_dir),
+            "{} is not inside {}",
+            path.display(),
+            wal_dir.display()
+        );
+        Ok(real)
+    }
+
+    async fn wal_push(self: Arc<Self>, envdir: PathBuf, path: PathBuf) -> anyhow::Result<()> {
+        let real = self.check_path(&path)?;
+        let store = self.store(&envdir).await?;
+        let already = self.done.lock().await.remove(&real);
+        if !already {
+            tokio::time::timeout(Duration::from_secs(300), wal::push(&store, &real)).await??;
+        }
+        if let Some(pg_wal) = real.parent() {
+            self.clone().upload_ahead(store, pg_wal.to_path_buf()).await;
+        }
+        Ok(())
+    }
+
+    /// Starts uploads of the oldest `.ready` segments that are not yet in flight or done.
+    async fn upload_ahead(self: Arc<Self>, store: Store, pg_wal: PathBuf) {
+        let Ok(entries) = std::fs::read_dir(pg_wal.join("archive_status")) else {
+            return;
+        };
+        let mut ready: Vec<String> = entries
+            .flatten()
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()?
+                    .strip_suffix(".ready")
+                    .map(str::to_string)
+            })
+            .collect();
+        ready.sort();
+        for name in ready.into_iter().take(LOOKAHEAD * 2) {
+            let Ok(permit) = self.lookahead.clone().try_acquire_owned() else {
+                return;
+            };
+            let file = pg_wal.join(&name);
+            if self.done.lock().await.contains(&file) {
+                continue;
+            }
+            let (store, done) = (store.clone(), self.done.clone());
+            tokio::spawn(async move {
+                let _permit = permit;
+                match wal::push(&store, &file).await {
+                    Ok(_) => {
+                        done.lock().await.insert(file);
+                    }
+                    Err(e) => tracing::debug!(
+                        "look-ahead upload of {name} failed (Postgres will retry): {e}"
+                    ),
+                }
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protocol_is_line_json() {
+        let r = Request::WalPush {
+            envdir: "/run/etc/wal-e.d/env".into(),
+            path: "/d/pg_wal/000000010000000000000001".into(),
+        };
+        let s = serde_json::to_string(&r).unwrap();
+        assert_eq!(
+            s,
+            r#"{"op":"wal-push","envdir":"/run/etc/wal-e.d/env","path":"/d/pg_wal/000000010000000000000001"}"#
+        );
+        assert_eq!(serde_json::from_str::<Request>(&s).unwrap(), r);
+        let bad: Response = serde_json::from_str(r#"{"ok":false,"error":"boom"}"#).unwrap();
+        assert_eq!(bad.into_result().unwrap_err().to_string(), "boom");
+    }
+}
