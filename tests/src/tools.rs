@@ -70,3 +70,11 @@ pub fn garage() -> anyhow::Result<PathBuf> {
 pub fn pg15_bin() -> anyhow::Result<PathBuf> {
     existing(PathBuf::from("/usr/lib/postgresql/15/bin"), INSTALL)
 }
+
+/// PostgreSQL 16 from the `pgserver` wheel in the project venv (an upstream build: no SSL, no contrib).
+pub fn pg16_bin() -> anyhow::Result<PathBuf> {
+    existing(
+        repo_root().join(".venv/lib/python3.11/site-packages/pgserver/pginstall/bin"),
+        INSTALL,
+    )
+}
