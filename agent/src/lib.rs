@@ -9,6 +9,8 @@ pub mod configure;
 pub mod envdir;
 pub mod local;
 pub mod logging;
+pub mod metrics;
 pub mod replica;
+pub mod status;
 pub mod supervise;
 pub mod upgrade;

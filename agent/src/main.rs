@@ -3,7 +3,9 @@
 
 use clap::{Parser, Subcommand};
 use pgherd_agent::backup::{bootstrap, cli as backup_cli};
-use pgherd_agent::{callbacks, configure, envdir, logging, replica, supervise, upgrade};
+use pgherd_agent::{
+    callbacks, configure, envdir, logging, metrics, replica, status, supervise, upgrade,
+};
 
 #[derive(Parser)]
 #[command(
@@ -33,6 +35,11 @@ enum Command {
     Basebackup(replica::basebackup::Args),
     /// Run a program with variables from an envdir (runit envdir semantics).
     Envdir(envdir::Args),
+    /// Member table, last backup and WAL archiving health of this cluster (for `kubectl exec`).
+    Status(status::Args),
+    /// Serve the metrics exporter alone against a local Postgres (benchmarks; `run` starts it itself).
+    #[command(hide = true)]
+    MetricsExporter(metrics::StandaloneArgs),
     /// archive_command: archive one WAL file (native engine).
     WalPush(backup_cli::WalPushArgs),
     /// Fetch one WAL file from the archive (native engine); exit 1 when it is not there.
@@ -66,6 +73,8 @@ fn main() -> std::process::ExitCode {
         Command::OnRoleChange(args) => callbacks::on_role_change::main(args),
         Command::Basebackup(args) => replica::basebackup::main(args),
         Command::Envdir(args) => envdir::main(args),
+        Command::Status(args) => status::main(args),
+        Command::MetricsExporter(args) => metrics::standalone_main(args),
         Command::WalPush(args) => backup_cli::wal_push(args),
         Command::WalFetch(args) => backup_cli::wal_fetch(args),
         Command::RestoreCommand(args) => backup_cli::restore_command(args),

@@ -46,6 +46,8 @@ pub struct Member {
     pub name: String,
     pub pg_port: u16,
     pub api_port: u16,
+    /// The agent's metrics exporter (PGHERD_METRICS_PORT), unique per member.
+    pub metrics_port: u16,
     dir: PathBuf,
     env: BTreeMap<String, String>,
     agent: PathBuf,
@@ -175,8 +177,8 @@ impl Cluster {
             let mdir = dir.path().join(&name);
             std::fs::create_dir_all(&mdir)?;
             std::fs::set_permissions(&mdir, std::fs::Permissions::from_mode(0o755))?;
-            let (pg_port, api_port) = (free_port(), free_port());
-            let env = member_env(
+            let (pg_port, api_port, metrics_port) = (free_port(), free_port(), free_port());
+            let mut env = member_env(
                 &spec,
                 &name,
                 &mdir,
@@ -186,10 +188,13 @@ impl Cluster {
                 &superuser_pw,
                 &standby_pw,
             );
+            env.entry("PGHERD_METRICS_PORT".into())
+                .or_insert_with(|| metrics_port.to_string());
             members.push(Member {
                 name,
                 pg_port,
                 api_port,
+                metrics_port,
                 dir: mdir,
                 env,
                 agent: agent.clone(),

@@ -50,6 +50,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let run_as = RunAs::postgres_if_root()?;
     prepare::directories(&configured, run_as)?;
     let local = crate::local::Local::load(&configured.patroni_config)?;
+    crate::metrics::spawn(&env, &configured.patroni_config, &local);
     let agent_dir = patroni::agent_dir()?;
     let at = env::Locations {
         home: &configured.pg_home,
