@@ -96,14 +96,14 @@ fn status_file(cluster: &Cluster, i: usize) -> anyhow::Result<Value> {
 }
 
 async fn setup_data(cluster: &Cluster, leader: usize) -> anyhow::Result<String> {
-    let c = cluster.member(leader).connect("postgres").await?;
-    c.batch_execute("CREATE DATABASE app").await?;
     // post-init creates pg_stat_statements where Postgres 15 has it; the 16 build has no contrib.
     for db in ["postgres", "template1"] {
         let c = cluster.member(leader).connect(db).await?;
         c.batch_execute("DROP EXTENSION IF EXISTS pg_stat_statements CASCADE")
             .await?;
     }
+    let c = cluster.member(leader).connect("postgres").await?;
+    c.batch_execute("CREATE DATABASE app").await?;
     let app = cluster.member(leader).connect("app").await?;
     app.batch_execute(
         "CREATE TABLE items (id bigint PRIMARY KEY, payload text NOT NULL);

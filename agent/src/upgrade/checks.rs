@@ -195,7 +195,7 @@ pub async fn gather(
 }
 
 async fn sql_facts(pg: &Pg, c: &tokio_postgres::Client, f: &mut Facts) -> pg::Result<()> {
-    let q = |e: tokio_postgres::Error| format!("querying the local PostgreSQL: {e}");
+    let q = |e: tokio_postgres::Error| format!("querying the local PostgreSQL: {}", pg::db_error(&e));
     f.in_recovery = c
         .query_one("SELECT pg_is_in_recovery()", &[])
         .await

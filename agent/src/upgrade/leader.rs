@@ -133,11 +133,11 @@ impl Leader {
     /// `pg_upgrade --check` against the running old server. The only files written are `<data>_new`.
     async fn prepare_new_cluster(&mut self) -> Result<()> {
         let c = self.pg.connect("postgres").await?;
-        let q = |e: tokio_postgres::Error| format!("reading the cluster's settings: {e}");
+        let q = |e: tokio_postgres::Error| format!("reading the cluster's settings: {}", pg::db_error(&e));
         let row = c
             .query_one(
                 "SELECT datcollate, datctype, pg_encoding_to_char(encoding), current_setting('data_checksums'), \
-                 current_setting('wal_segment_size')::bigint, (SELECT rolname FROM pg_authid WHERE oid = 10)::text \
+                 (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'), (SELECT rolname FROM pg_authid WHERE oid = 10)::text \
                  FROM pg_database WHERE datname = 'template1'",
                 &[],
             )
@@ -271,6 +271,12 @@ impl Leader {
 
         pg::rename(self.pg.data(), &self.pg.old_data())?;
         pg::rename(&self.pg.new_data(), self.pg.data())?;
+        for (name, report) in &self.instr.members {
+            if report.state == ReplicaState::StopFailed {
+                let why = report.error.clone().unwrap_or_default();
+                self.status.warn(format!("replica {name} could not stop at the checkpoint ({why}); it will be re-cloned"));
+            }
+        }
         let syncing: Vec<String> = self
             .instr
             .replicas
@@ -511,12 +517,12 @@ impl Leader {
                 .query("SELECT e.extname FROM pg_extension e JOIN pg_available_extensions a ON a.name = e.extname \
                         WHERE a.default_version IS DISTINCT FROM e.extversion", &[])
                 .await
-                .map_err(|e| format!("listing extensions in {db}: {e}"))?;
+                .map_err(|e| format!("listing extensions in {db}: {}", pg::db_error(&e)))?;
             for row in rows {
                 let name: String = row.get(0);
                 let sql = format!("ALTER EXTENSION \"{}\" UPDATE", name.replace('"', "\"\""));
                 if let Err(e) = dc.batch_execute(&sql).await {
-                    self.status.warn(format!("{sql} in {db}: {e}"));
+                    self.status.warn(format!("{sql} in {db}: {}", pg::db_error(&e)));
                 }
             }
         }
@@ -594,24 +600,26 @@ impl Leader {
 
     /// Waits until every replica reported one of `states`, refreshing the instruction; returns those that
     /// did not in time.
-    async fn wait_reports(
-        &mut self,
-        states: &[ReplicaState],
-        timeout: Duration,
-    ) -> Result<Vec<String>> {
+    async fn wait_reports(&mut self, states: &[ReplicaState], timeout: Duration) -> Result<Vec<String>> {
+        let all = self.instr.replicas.clone();
+        self.wait_reports_of(&all, states, timeout).await
+    }
+
+    /// Waits until each of `names` reported one of `states`, refreshing the instruction; returns those that
+    /// did not in time.
+    async fn wait_reports_of(&mut self, names: &[String], states: &[ReplicaState], timeout: Duration) -> Result<Vec<String>> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Ok(Some(current)) = dcs::read(&self.member.api).await {
                 self.instr.members = current.members;
             }
-            let waiting: Vec<String> = self
-                .instr
-                .waiting_for(states)
-                .into_iter()
-                .map(String::from)
+            let waiting: Vec<String> = names
+                .iter()
+                .filter(|r| !self.instr.report(r).is_some_and(|s| states.contains(&s)))
+                .cloned()
                 .collect();
             if waiting.is_empty() || Instant::now() > deadline {
-                self.status.status.message = format!("replica reports: {:?}", self.instr.members);
+                self.status.status.replicas = self.instr.members.clone();
                 self.status.write();
                 return Ok(waiting);
             }

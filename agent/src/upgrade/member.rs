@@ -31,8 +31,10 @@ impl Member {
     pub fn load(config_path: &Path) -> Result<Self> {
         let local = Local::load(config_path).map_err(|e| e.to_string())?;
         let doc = read_yaml(config_path)?;
+        // Spilo (and configure) put the member name in postgresql.name; Patroni falls back to it.
         let name = doc["name"]
             .as_str()
+            .or(doc["postgresql"]["name"].as_str())
             .ok_or_else(|| format!("{}: name is missing", config_path.display()))?
             .to_string();
         let address = doc["restapi"]["connect_address"]

@@ -112,7 +112,7 @@ impl Pg {
         let conninfo = format!("{} connect_timeout=5", self.local.conninfo(db));
         let (client, conn) = tokio_postgres::connect(&conninfo, tokio_postgres::NoTls)
             .await
-            .map_err(|e| format!("connecting to the local PostgreSQL ({db}): {e}"))?;
+            .map_err(|e| format!("connecting to the local PostgreSQL ({db}): {}", db_error(&e)))?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
@@ -127,7 +127,7 @@ impl Pg {
                 &[],
             )
             .await
-            .map_err(|e| format!("listing databases: {e}"))?;
+            .map_err(|e| format!("listing databases: {}", db_error(&e)))?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
@@ -155,6 +155,14 @@ impl Pg {
                 .map_err(|e| format!("chown {}: {e}", path.display()))?;
         }
         Ok(())
+    }
+}
+
+/// tokio-postgres prints server errors as just "db error"; the server's message is what helps.
+pub fn db_error(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => format!("{}: {}", d.severity(), d.message()),
+        None => e.to_string(),
     }
 }
 

@@ -150,7 +150,7 @@ async fn stop(pg: &Pg, instr: &Instruction) -> Result<()> {
                 &[],
             )
             .await
-            .map_err(|e| format!("reading the replay position: {e}"))?;
+            .map_err(|e| format!("reading the replay position: {}", pg::db_error(&e)))?;
         if !row.get::<_, bool>(0) {
             return Err("this member is not a replica".into());
         }
@@ -169,7 +169,7 @@ async fn stop(pg: &Pg, instr: &Instruction) -> Result<()> {
     }
     c.batch_execute("CHECKPOINT")
         .await
-        .map_err(|e| format!("CHECKPOINT: {e}"))?;
+        .map_err(|e| format!("CHECKPOINT: {}", pg::db_error(&e)))?;
     drop(c);
     pg.stop(&pg.old_bin, pg.data(), Duration::from_secs(600))?;
     let cd = pg.controldata(&pg.old_bin, pg.data())?;

@@ -6,7 +6,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::plan::{Outcome, Phase};
+use std::collections::BTreeMap;
+
+use super::plan::{MemberReport, Outcome, Phase};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Status {
@@ -26,6 +28,9 @@ pub struct Status {
     pub warnings: Vec<String>,
     /// `taken`, `skipped: …` or `failed: …`.
     pub backup: Option<String>,
+    /// The replicas' last reports (state and error), as in the DCS.
+    #[serde(default)]
+    pub replicas: BTreeMap<String, MemberReport>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
