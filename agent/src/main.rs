@@ -57,6 +57,9 @@ enum Command {
     CloneWithBasebackup(bootstrap::BasebackupCloneArgs),
     /// In-place major version upgrade of the cluster, run on the leader (replaces inplace_upgrade.py N).
     Upgrade(upgrade::Args),
+    /// Started by `run`: performs this member's side of an upgrade announced in the DCS.
+    #[command(hide = true)]
+    UpgradeWatch,
 }
 
 fn main() -> std::process::ExitCode {
@@ -83,6 +86,7 @@ fn main() -> std::process::ExitCode {
         Command::WaleRestore(args) => bootstrap::wale_restore(args),
         Command::CloneWithBasebackup(args) => bootstrap::clone_with_basebackup(args),
         Command::Upgrade(args) => upgrade::main(args),
+        Command::UpgradeWatch => upgrade::replica::watch_main(),
     };
     match result {
         Ok(code) => code,

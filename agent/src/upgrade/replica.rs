@@ -13,23 +13,34 @@ use super::plan::{self, Instruction, MemberReport, ReplicaAction, ReplicaState};
 use crate::configure::version::{bin_dir_for, Major};
 use crate::supervise::patroni::RunAs;
 
-/// Starts the watcher thread; it never stops the agent, whatever happens.
+/// Starts the watcher as a child process (`pgherd-agent upgrade-watch`). Not a thread: `run` reaps every
+/// child of its own process as PID 1 must, which would steal the exit status of the commands the watcher
+/// runs (pg_ctl, rsync …); a process of its own waits for its own children. It gets SIGTERM when the agent
+/// dies and is stopped with the agent's other descendants on shutdown.
 pub fn spawn_watcher() {
-    let spawned = std::thread::Builder::new()
-        .name("upgrade-watch".into())
-        .spawn(|| {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => return tracing::error!("upgrade watcher: no runtime: {e}"),
-            };
-            rt.block_on(watch(member::process_env()));
+    use std::os::unix::process::CommandExt;
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => return tracing::error!("cannot start the upgrade watcher: {e}"),
+    };
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("upgrade-watch").stdin(std::process::Stdio::null());
+    // SAFETY: prctl is async-signal-safe and the closure allocates nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM).map_err(std::io::Error::from)
         });
-    if let Err(e) = spawned {
+    }
+    if let Err(e) = cmd.spawn() {
         tracing::error!("cannot start the upgrade watcher: {e}");
     }
+}
+
+/// `pgherd-agent upgrade-watch`: polls forever.
+pub fn watch_main() -> anyhow::Result<std::process::ExitCode> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(watch(member::process_env()));
+    Ok(std::process::ExitCode::SUCCESS)
 }
 
 async fn watch(env: BTreeMap<String, String>) {
