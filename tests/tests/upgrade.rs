@@ -230,3 +230,51 @@ async fn upgrades_15_to_16_keeping_data_and_replicas() -> anyhow::Result<()> {
     assert!(!cluster.member(leader).data_dir().with_file_name("data_old").exists());
     Ok(())
 }
+
+/// A failure after pg_upgrade linked the files (the case Spilo could not undo: the old cluster's
+/// pg_control is renamed) rolls back: PostgreSQL 15 runs again on every member with the same data.
+/// Injected with a target installation whose pg_upgrade does its work and then reports failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failure_after_the_link_phase_rolls_back_to_15() -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let etcd = Etcd::start().await?;
+    let cluster = Cluster::start(spec("upgrb")?, &etcd.host())?;
+    cluster.wait_ready(2, BOOT).await?;
+    let leader = cluster.leader().await?;
+    let sum = setup_data(&cluster, leader).await?;
+
+    let wrapper = tempfile::Builder::new().prefix("pg16-failing-").tempdir()?;
+    std::fs::set_permissions(wrapper.path(), std::fs::Permissions::from_mode(0o755))?;
+    let real = tools::pg16_bin()?;
+    for entry in std::fs::read_dir(&real)? {
+        let entry = entry?;
+        if entry.file_name() != "pg_upgrade" {
+            std::os::unix::fs::symlink(entry.path(), wrapper.path().join(entry.file_name()))?;
+        }
+    }
+    let script = wrapper.path().join("pg_upgrade");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n{}/pg_upgrade \"$@\" || exit $?\ncase \" $* \" in *\" --check \"*) exit 0;; esac\n\
+             echo 'injected failure after the link phase' >&2\nexit 1\n",
+            real.display()
+        ),
+    )?;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))?;
+    let map = format!("16={}", wrapper.path().display());
+
+    let run = upgrade(&cluster, leader, &[("PGHERD_PG_BIN_DIRS", &map)])?;
+    eprintln!("injected failure ({:?}): {}", run.took, run.last_line);
+    assert!(!run.ok, "{}", run.output);
+    assert!(run.last_line.contains("rolled back"), "{}", run.output);
+    assert!(run.last_line.contains("PostgreSQL 15 is running again"), "{}", run.last_line);
+    assert!(run.last_line.contains("injected failure"), "{}", run.last_line);
+    let status = status_file(&cluster, leader)?;
+    assert_eq!(status["outcome"], "rolled_back", "{status:#}");
+    assert_eq!(status["point_of_no_return_passed"], false);
+    intact(&cluster, &sum).await?;
+    let old = cluster.member(leader).data_dir().with_file_name("data_old");
+    assert!(!old.exists(), "{} left behind", old.display());
+    Ok(())
+}
