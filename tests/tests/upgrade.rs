@@ -154,11 +154,24 @@ async fn failed_prechecks_leave_a_running_15_cluster() -> anyhow::Result<()> {
     let sum = setup_data(&cluster, leader).await?;
 
     // 1. Target binaries missing.
-    let run = upgrade(&cluster, leader, &[("PGHERD_PG_BIN_DIRS", "16=/nonexistent/pg16/bin")])?;
+    let run = upgrade(
+        &cluster,
+        leader,
+        &[("PGHERD_PG_BIN_DIRS", "16=/nonexistent/pg16/bin")],
+    )?;
     eprintln!("missing binaries ({:?}): {}", run.took, run.last_line);
     assert!(!run.ok, "{}", run.output);
-    assert!(run.last_line.contains("binaries missing in /nonexistent/pg16/bin"), "{}", run.output);
-    assert!(run.last_line.contains("the cluster is unchanged"), "{}", run.last_line);
+    assert!(
+        run.last_line
+            .contains("binaries missing in /nonexistent/pg16/bin"),
+        "{}",
+        run.output
+    );
+    assert!(
+        run.last_line.contains("the cluster is unchanged"),
+        "{}",
+        run.last_line
+    );
     assert_eq!(status_file(&cluster, leader)?["outcome"], "precheck_failed");
     intact(&cluster, &sum).await?;
 
@@ -175,13 +188,19 @@ async fn failed_prechecks_leave_a_running_15_cluster() -> anyhow::Result<()> {
 
     // 3. An extension the new major does not have.
     let app = cluster.member(leader).connect("app").await?;
-    app.batch_execute("CREATE EXTENSION pg_stat_statements").await?;
+    app.batch_execute("CREATE EXTENSION pg_stat_statements")
+        .await?;
     let run = upgrade(&cluster, leader, &[])?;
     eprintln!("extension missing ({:?}): {}", run.took, run.last_line);
     assert!(!run.ok, "{}", run.output);
-    assert!(run.last_line.contains("pg_stat_statements (app)"), "{}", run.last_line);
+    assert!(
+        run.last_line.contains("pg_stat_statements (app)"),
+        "{}",
+        run.last_line
+    );
     intact(&cluster, &sum).await?;
-    app.batch_execute("DROP EXTENSION pg_stat_statements").await?;
+    app.batch_execute("DROP EXTENSION pg_stat_statements")
+        .await?;
     Ok(())
 }
 
@@ -197,19 +216,29 @@ async fn upgrades_15_to_16_keeping_data_and_replicas() -> anyhow::Result<()> {
 
     let run = upgrade(&cluster, leader, &[])?;
     eprintln!("upgrade took {:?}; last line: {}", run.took, run.last_line);
-    assert!(run.ok, "upgrade failed:\n{}\n{}", run.output, cluster.logs(80));
+    assert!(
+        run.ok,
+        "upgrade failed:\n{}\n{}",
+        run.output,
+        cluster.logs(80)
+    );
 
     let view = cluster.wait_ready(2, BOOT).await?;
     assert!(!view.pause, "left paused: {view:?}");
     let versions = server_versions(&cluster).await?;
     assert!(versions.iter().all(|v| *v / 10000 == 16), "{versions:?}");
     let new_leader = cluster.leader().await?;
-    assert_eq!(data_checksum(&cluster, new_leader).await?, sum, "data changed");
+    assert_eq!(
+        data_checksum(&cluster, new_leader).await?,
+        sum,
+        "data changed"
+    );
     let c = cluster.member(new_leader).connect("app").await?;
     let checksums: String = c.query_one("SHOW data_checksums", &[]).await?.get(0);
     assert_eq!(checksums, "on");
     // Replicas stream the new primary's writes.
-    c.batch_execute("INSERT INTO items VALUES (50001, 'after')").await?;
+    c.batch_execute("INSERT INTO items VALUES (50001, 'after')")
+        .await?;
     for i in (0..3).filter(|i| *i != new_leader) {
         let m = cluster.member(i);
         wait::until(Duration::from_secs(60), "the row on a replica", || async {
@@ -224,10 +253,20 @@ async fn upgrades_15_to_16_keeping_data_and_replicas() -> anyhow::Result<()> {
     eprintln!("status: {status:#}");
     assert_eq!(status["outcome"], "succeeded");
     assert_eq!(status["point_of_no_return_passed"], true);
-    assert!(status["backup"].is_string(), "backup step reported: {status}");
+    assert!(
+        status["backup"].is_string(),
+        "backup step reported: {status}"
+    );
     let warnings = status["warnings"].to_string();
-    assert!(!warnings.contains("re-cloned"), "replicas were not rsynced: {warnings}");
-    assert!(!cluster.member(leader).data_dir().with_file_name("data_old").exists());
+    assert!(
+        !warnings.contains("re-cloned"),
+        "replicas were not rsynced: {warnings}"
+    );
+    assert!(!cluster
+        .member(leader)
+        .data_dir()
+        .with_file_name("data_old")
+        .exists());
     Ok(())
 }
 
@@ -268,8 +307,16 @@ async fn failure_after_the_link_phase_rolls_back_to_15() -> anyhow::Result<()> {
     eprintln!("injected failure ({:?}): {}", run.took, run.last_line);
     assert!(!run.ok, "{}", run.output);
     assert!(run.last_line.contains("rolled back"), "{}", run.output);
-    assert!(run.last_line.contains("PostgreSQL 15 is running again"), "{}", run.last_line);
-    assert!(run.last_line.contains("injected failure"), "{}", run.last_line);
+    assert!(
+        run.last_line.contains("PostgreSQL 15 is running again"),
+        "{}",
+        run.last_line
+    );
+    assert!(
+        run.last_line.contains("injected failure"),
+        "{}",
+        run.last_line
+    );
     let status = status_file(&cluster, leader)?;
     assert_eq!(status["outcome"], "rolled_back", "{status:#}");
     assert_eq!(status["point_of_no_return_passed"], false);

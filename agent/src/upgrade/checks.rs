@@ -168,20 +168,18 @@ pub async fn gather(
     };
     f.target_missing = TARGET_PROGRAMS
         .iter()
-        .filter(|p| !pg.new(p).is_file())
+        .filter(|p| !pg.new_program(p).is_file())
         .map(|p| p.to_string())
         .collect();
     if f.target_missing.is_empty() {
-        f.target_version = postgres_major(&pg.new("postgres"));
+        f.target_version = postgres_major(&pg.new_program("postgres"));
     }
     f.rsync_available = std::process::Command::new("rsync")
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success());
     let stat = nix::sys::statvfs::statvfs(&pg.root());
-    f.free_bytes = stat.map_or(0, |s| {
-        s.blocks_available() as u64 * s.fragment_size() as u64
-    });
+    f.free_bytes = stat.map_or(0, |s| s.blocks_available() * s.fragment_size());
     f.data_bytes = dir_size(pg.data());
     match pg.connect("postgres").await {
         Err(e) => f.ssl_problem = Some(e),
@@ -195,7 +193,8 @@ pub async fn gather(
 }
 
 async fn sql_facts(pg: &Pg, c: &tokio_postgres::Client, f: &mut Facts) -> pg::Result<()> {
-    let q = |e: tokio_postgres::Error| format!("querying the local PostgreSQL: {}", pg::db_error(&e));
+    let q =
+        |e: tokio_postgres::Error| format!("querying the local PostgreSQL: {}", pg::db_error(&e));
     f.in_recovery = c
         .query_one("SELECT pg_is_in_recovery()", &[])
         .await

@@ -133,7 +133,9 @@ impl Leader {
     /// `pg_upgrade --check` against the running old server. The only files written are `<data>_new`.
     async fn prepare_new_cluster(&mut self) -> Result<()> {
         let c = self.pg.connect("postgres").await?;
-        let q = |e: tokio_postgres::Error| format!("reading the cluster's settings: {}", pg::db_error(&e));
+        let q = |e: tokio_postgres::Error| {
+            format!("reading the cluster's settings: {}", pg::db_error(&e))
+        };
         let row = c
             .query_one(
                 "SELECT datcollate, datctype, pg_encoding_to_char(encoding), current_setting('data_checksums'), \
@@ -165,7 +167,7 @@ impl Leader {
         self.pg.remove_dir(&work)?;
         std::fs::create_dir_all(&work).map_err(|e| format!("creating {}: {e}", work.display()))?;
         self.pg.chown(&work)?;
-        let mut initdb = self.pg.command(self.pg.new("initdb"));
+        let mut initdb = self.pg.command(self.pg.new_program("initdb"));
         initdb
             .arg("-D")
             .arg(&new)
@@ -195,7 +197,7 @@ impl Leader {
         let jobs = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
             .to_string();
-        let mut cmd = self.pg.command(self.pg.new("pg_upgrade"));
+        let mut cmd = self.pg.command(self.pg.new_program("pg_upgrade"));
         cmd.arg("-b")
             .arg(&self.pg.old_bin)
             .arg("-B")
@@ -274,7 +276,9 @@ impl Leader {
         for (name, report) in &self.instr.members {
             if report.state == ReplicaState::StopFailed {
                 let why = report.error.clone().unwrap_or_default();
-                self.status.warn(format!("replica {name} could not stop at the checkpoint ({why}); it will be re-cloned"));
+                self.status.warn(format!(
+                    "replica {name} could not stop at the checkpoint ({why}); it will be re-cloned"
+                ));
             }
         }
         let syncing: Vec<String> = self
@@ -396,7 +400,7 @@ impl Leader {
                 "vacuumdb --analyze-in-stages on every database",
             )
             .await?;
-            let mut cmd = self.pg.command(self.pg.new("vacuumdb"));
+            let mut cmd = self.pg.command(self.pg.new_program("vacuumdb"));
             cmd.args([
                 "--all",
                 "--analyze-in-stages",
@@ -522,7 +526,8 @@ impl Leader {
                 let name: String = row.get(0);
                 let sql = format!("ALTER EXTENSION \"{}\" UPDATE", name.replace('"', "\"\""));
                 if let Err(e) = dc.batch_execute(&sql).await {
-                    self.status.warn(format!("{sql} in {db}: {}", pg::db_error(&e)));
+                    self.status
+                        .warn(format!("{sql} in {db}: {}", pg::db_error(&e)));
                 }
             }
         }
@@ -600,14 +605,23 @@ impl Leader {
 
     /// Waits until every replica reported one of `states`, refreshing the instruction; returns those that
     /// did not in time.
-    async fn wait_reports(&mut self, states: &[ReplicaState], timeout: Duration) -> Result<Vec<String>> {
+    async fn wait_reports(
+        &mut self,
+        states: &[ReplicaState],
+        timeout: Duration,
+    ) -> Result<Vec<String>> {
         let all = self.instr.replicas.clone();
         self.wait_reports_of(&all, states, timeout).await
     }
 
     /// Waits until each of `names` reported one of `states`, refreshing the instruction; returns those that
     /// did not in time.
-    async fn wait_reports_of(&mut self, names: &[String], states: &[ReplicaState], timeout: Duration) -> Result<Vec<String>> {
+    async fn wait_reports_of(
+        &mut self,
+        names: &[String],
+        states: &[ReplicaState],
+        timeout: Duration,
+    ) -> Result<Vec<String>> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Ok(Some(current)) = dcs::read(&self.member.api).await {

@@ -51,11 +51,7 @@ impl Pg {
         }
     }
 
-    pub fn old(&self, name: &str) -> PathBuf {
-        self.old_bin.join(name)
-    }
-
-    pub fn new(&self, name: &str) -> PathBuf {
+    pub fn new_program(&self, name: &str) -> PathBuf {
         self.new_bin.join(name)
     }
 
@@ -112,7 +108,12 @@ impl Pg {
         let conninfo = format!("{} connect_timeout=5", self.local.conninfo(db));
         let (client, conn) = tokio_postgres::connect(&conninfo, tokio_postgres::NoTls)
             .await
-            .map_err(|e| format!("connecting to the local PostgreSQL ({db}): {}", db_error(&e)))?;
+            .map_err(|e| {
+                format!(
+                    "connecting to the local PostgreSQL ({db}): {}",
+                    db_error(&e)
+                )
+            })?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
@@ -133,7 +134,7 @@ impl Pg {
 
     /// `pg_config --<what>` of the new installation (`sharedir`, `pkglibdir`, `configure`).
     pub fn new_config(&self, what: &str) -> Result<String> {
-        let mut cmd = Command::new(self.new("pg_config"));
+        let mut cmd = Command::new(self.new_program("pg_config"));
         cmd.arg(format!("--{what}"));
         let out = self.run("pg_config", cmd)?;
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())

@@ -259,7 +259,7 @@ pub fn decide_start(target: &str, facts: &LeaderFacts, pending: Option<&Instruct
     if half_done || unfinished {
         if data == want
             && facts.old_exists
-            && !pending.is_some_and(|i| i.phase < Phase::SyncReplicas)
+            && pending.is_none_or(|i| i.phase >= Phase::SyncReplicas)
         {
             // The data directories were switched and no instruction says otherwise: that only happens
             // right before the point of no return; continuing is safe and cheaper than undoing.

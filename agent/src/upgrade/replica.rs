@@ -28,7 +28,8 @@ pub fn spawn_watcher() {
     // SAFETY: prctl is async-signal-safe and the closure allocates nothing.
     unsafe {
         cmd.pre_exec(|| {
-            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM).map_err(std::io::Error::from)
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
+                .map_err(std::io::Error::from)
         });
     }
     if let Err(e) = cmd.spawn() {
@@ -38,7 +39,9 @@ pub fn spawn_watcher() {
 
 /// `pgherd-agent upgrade-watch`: polls forever.
 pub fn watch_main() -> anyhow::Result<std::process::ExitCode> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(watch(member::process_env()));
     Ok(std::process::ExitCode::SUCCESS)
 }
