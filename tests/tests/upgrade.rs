@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use pgherd_tests::{tools, wait, Cluster, ClusterSpec, Etcd};
+use pgherd_tests::{tools, wait, Cluster, ClusterSpec, Etcd, Garage, Member};
 use serde_json::{json, Value};
 
 const BOOT: Duration = Duration::from_secs(180);
@@ -204,12 +204,37 @@ async fn failed_prechecks_leave_a_running_15_cluster() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The whole procedure: every member ends on 16 with the same data, checksums still on, replicas
-/// streaming (brought over with rsync, not re-cloned), the status file complete.
+/// `pgherd-agent backup list --json` against the member's envdir.
+fn backups(m: &Member) -> anyhow::Result<Vec<Value>> {
+    let out = Command::new(m.dir().parent().unwrap().join("bin/pgherd-agent"))
+        .args(["backup", "list", "--json", "--envdir"])
+        .arg(m.dir().join("run/etc/wal-e.d/env"))
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("PGHERD_PATRONI_CONFIG", m.dir().join("run/postgres.yml"))
+        .env("HOSTNAME", &m.name)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "backup list: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// The whole procedure with WAL archiving to S3 (Garage): every member ends on 16 with the same data,
+/// checksums still on, replicas streaming (brought over with rsync, not re-cloned), the WAL prefix
+/// switched to `/wal/16`, a base backup of 16 taken, the status file complete.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upgrades_15_to_16_keeping_data_and_replicas() -> anyhow::Result<()> {
     let etcd = Etcd::start().await?;
-    let cluster = Cluster::start(spec("upg")?, &etcd.host())?;
+    let garage = Garage::start().await?;
+    let mut spec = spec("upg")?;
+    spec.extra_env.extend(garage.spilo_env());
+    // No scheduled backups during the test: the only backup of 16 must come from the upgrade.
+    spec.extra_env
+        .insert("BACKUP_SCHEDULE".into(), "0 0 1 1 *".into());
+    let cluster = Cluster::start(spec, &etcd.host())?;
     cluster.wait_ready(2, BOOT).await?;
     let leader = cluster.leader().await?;
     let sum = setup_data(&cluster, leader).await?;

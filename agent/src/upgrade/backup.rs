@@ -3,12 +3,12 @@
 //! (`pgherd-agent backup push`) as a subprocess and reports honestly what happened.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::pg::{tail_of, Pg};
 
 /// `taken`, `skipped: …`, `could not run: …` or `failed: …`.
-pub fn push(pg: &Pg, env: &BTreeMap<String, String>) -> String {
+pub fn push(pg: &Pg, env: &BTreeMap<String, String>, patroni_config: &Path) -> String {
     let envdir = PathBuf::from(
         env.get("WALE_ENV_DIR")
             .map(String::as_str)
@@ -26,7 +26,9 @@ pub fn push(pg: &Pg, env: &BTreeMap<String, String>) -> String {
         Err(e) => return format!("could not run: locating pgherd-agent: {e}"),
     };
     let mut cmd = pg.command(&exe);
-    cmd.args(["backup", "push", "--envdir"]).arg(&envdir);
+    cmd.args(["backup", "push", "--envdir"])
+        .arg(&envdir)
+        .env(crate::local::CONFIG_VAR, patroni_config);
     match cmd.output() {
         Err(e) => format!("could not run: {}: {e}", exe.display()),
         Ok(out) if out.status.success() => "taken".into(),

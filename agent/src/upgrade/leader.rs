@@ -426,7 +426,7 @@ impl Leader {
         if from <= Phase::Backup {
             self.enter(Phase::Backup, "taking a base backup on the new major")
                 .await?;
-            let result = super::backup::push(&self.pg, &self.env);
+            let result = super::backup::push(&self.pg, &self.env, &self.member.config_path);
             if result.starts_with("failed") || result.starts_with("could not") {
                 self.status.warn(format!("new base backup: {result}"));
             }
@@ -453,6 +453,11 @@ impl Leader {
         let pkglib = self.pg.new_config("pkglibdir").ok().map(PathBuf::from);
         self.member
             .switch_config(&self.pg.new_bin, pkglib.as_deref())?;
+        let envdir = super::walprefix::envdir(&self.env);
+        let changed = super::walprefix::switch(&envdir, &self.instr.from, &self.instr.to)?;
+        if !changed.is_empty() {
+            tracing::info!(?changed, "WAL storage prefixes now name {}", self.instr.to);
+        }
         if let Some(old) = self.instr.old_sysid.clone() {
             let program = crate::supervise::patroni::program(&self.env);
             let said = dcs::cancel_initialization(

@@ -17,6 +17,7 @@ pub mod plan;
 pub mod replica;
 mod rsync;
 pub mod status;
+pub mod walprefix;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -84,7 +84,7 @@ async fn tick(
     }
     tracing::info!(id = %instr.id, phase = %instr.phase, ?action, "upgrade: acting on the leader's instruction");
     let pg = replica_pg(env, &member, &instr)?;
-    let report = perform(&pg, &member, &instr, &action).await;
+    let report = perform(&pg, &member, &instr, &action, env).await;
     match &report.error {
         Some(e) => tracing::error!(state = ?report.state, "upgrade: {e}"),
         None => tracing::info!(state = ?report.state, "upgrade: done"),
@@ -109,6 +109,7 @@ async fn perform(
     member: &Member,
     instr: &Instruction,
     action: &ReplicaAction,
+    env: &BTreeMap<String, String>,
 ) -> MemberReport {
     let (ok, fail, result) = match action {
         ReplicaAction::Stop => (
@@ -124,12 +125,12 @@ async fn perform(
         ReplicaAction::Restart => (
             ReplicaState::Restarted,
             ReplicaState::Recloning,
-            restart(pg, member, false).await,
+            restart(pg, member, false, (env, &instr.from, &instr.to)).await,
         ),
         ReplicaAction::Reclone => (
             ReplicaState::Recloning,
             ReplicaState::Recloning,
-            restart(pg, member, true).await,
+            restart(pg, member, true, (env, &instr.from, &instr.to)).await,
         ),
         ReplicaAction::KeepOld => (ReplicaState::RolledBack, ReplicaState::RolledBack, Ok(())),
         ReplicaAction::RecloneOld => (ReplicaState::Recloning, ReplicaState::Recloning, wipe(pg)),
@@ -227,7 +228,12 @@ fn rsync_pull(pg: &Pg, member: &Member, src: &plan::RsyncSource) -> Result<()> {
 
 /// Points Patroni at the new major and restarts it; `reclone` first empties the data directory so Patroni
 /// re-creates the replica from the new primary once the cluster is resumed.
-async fn restart(pg: &Pg, member: &Member, reclone: bool) -> Result<()> {
+async fn restart(
+    pg: &Pg,
+    member: &Member,
+    reclone: bool,
+    (env, from, to): (&BTreeMap<String, String>, &str, &str),
+) -> Result<()> {
     if reclone {
         wipe(pg)?;
     }
@@ -236,6 +242,7 @@ async fn restart(pg: &Pg, member: &Member, reclone: bool) -> Result<()> {
         .ok()
         .map(std::path::PathBuf::from);
     member.switch_config(&pg.new_bin, pkglib.as_deref())?;
+    super::walprefix::switch(&super::walprefix::envdir(env), from, to)?;
     member.restart_patroni(Duration::from_secs(120)).await?;
     pg.remove_dir(&pg.old_data())
 }
