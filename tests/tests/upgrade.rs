@@ -278,10 +278,20 @@ async fn upgrades_15_to_16_keeping_data_and_replicas() -> anyhow::Result<()> {
     eprintln!("status: {status:#}");
     assert_eq!(status["outcome"], "succeeded");
     assert_eq!(status["point_of_no_return_passed"], true);
+    assert_eq!(status["backup"], "taken", "{status:#}");
+    let list = backups(cluster.member(new_leader))?;
+    eprintln!("backups after the upgrade: {list:#?}");
     assert!(
-        status["backup"].is_string(),
-        "backup step reported: {status}"
+        list.iter().any(|b| b["pg_version"] == "16"
+            || b["server_version_num"]
+                .as_u64()
+                .is_some_and(|v| v / 10000 == 16)),
+        "no backup of 16: {list:?}"
     );
+    let env = cluster.member(new_leader).dir().join("run/etc/wal-e.d/env");
+    let prefix = std::fs::read_to_string(env.join("WALG_S3_PREFIX"))
+        .or_else(|_| std::fs::read_to_string(env.join("WALE_S3_PREFIX")))?;
+    assert!(prefix.trim_end().ends_with("/wal/16"), "{prefix}");
     let warnings = status["warnings"].to_string();
     assert!(
         !warnings.contains("re-cloned"),
