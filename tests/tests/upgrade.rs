@@ -227,9 +227,21 @@ fn backups(m: &Member) -> anyhow::Result<Vec<Value>> {
 /// switched to `/wal/16`, a base backup of 16 taken, the status file complete.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upgrades_15_to_16_keeping_data_and_replicas() -> anyhow::Result<()> {
+    whole_cluster_upgrade("upg", tools::patroni4()?).await
+}
+
+/// The same with Patroni 3 (`master` role, older REST API): only the REST API and Patroni's public DCS
+/// module are used, so both work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrades_15_to_16_with_patroni3() -> anyhow::Result<()> {
+    whole_cluster_upgrade("upgp3", tools::patroni3()?).await
+}
+
+async fn whole_cluster_upgrade(scope: &str, patroni: PathBuf) -> anyhow::Result<()> {
     let etcd = Etcd::start().await?;
     let garage = Garage::start().await?;
-    let mut spec = spec("upg")?;
+    let mut spec = spec(scope)?;
+    spec.patroni = patroni;
     spec.extra_env.extend(garage.spilo_env());
     // No scheduled backups during the test: the only backup of 16 must come from the upgrade.
     spec.extra_env

@@ -122,9 +122,10 @@ async fn perform(
             ReplicaState::SyncFailed,
             sync(pg, member, instr),
         ),
+        // A failed restart reports sync_failed: the next poll then chooses Reclone (empty data, retry).
         ReplicaAction::Restart => (
             ReplicaState::Restarted,
-            ReplicaState::Recloning,
+            ReplicaState::SyncFailed,
             restart(pg, member, false, (env, &instr.from, &instr.to)).await,
         ),
         ReplicaAction::Reclone => (
