@@ -372,3 +372,59 @@ async fn failure_after_the_link_phase_rolls_back_to_15() -> anyhow::Result<()> {
     assert!(!old.exists(), "{} left behind", old.display());
     Ok(())
 }
+
+/// After the point of no return the procedure resumes: the upgrade process is killed (SIGKILL) once the
+/// new primary runs, and a second `pgherd-agent upgrade` finishes the job from the recorded phase.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_killed_after_the_point_of_no_return_resumes() -> anyhow::Result<()> {
+    let etcd = Etcd::start().await?;
+    let cluster = Cluster::start(spec("upgres")?, &etcd.host())?;
+    cluster.wait_ready(2, BOOT).await?;
+    let leader = cluster.leader().await?;
+    let sum = setup_data(&cluster, leader).await?;
+
+    let m = cluster.member(leader);
+    let mut env: BTreeMap<String, String> = m.env().clone();
+    env.insert("PGVERSION".into(), "16".into());
+    let mut child = Command::new(m.dir().parent().unwrap().join("bin/pgherd-agent"))
+        .args(["upgrade", "--members", "3"])
+        .env_clear()
+        .envs(&env)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let killed_in = wait::until(
+        Duration::from_secs(120),
+        "the point of no return",
+        || async {
+            let phase = status_file(&cluster, leader)
+                .ok()
+                .and_then(|s| s["phase"].as_str().map(String::from));
+            Ok(phase.filter(|p| p == "restart_replicas" || p == "resume"))
+        },
+    )
+    .await?;
+    child.kill()?;
+    child.wait()?;
+    eprintln!("killed the upgrade in phase {killed_in}");
+    let status = status_file(&cluster, leader)?;
+    assert_eq!(status["point_of_no_return_passed"], true);
+    assert!(status["outcome"].is_null(), "{status:#}");
+
+    let run = upgrade(&cluster, leader, &[])?;
+    eprintln!("resumed run took {:?}: {}", run.took, run.last_line);
+    assert!(run.ok, "{}", run.output);
+    assert!(run.output.contains("resuming"), "{}", run.output);
+    let view = cluster.wait_ready(2, BOOT).await?;
+    assert!(!view.pause);
+    let versions = server_versions(&cluster).await?;
+    assert!(versions.iter().all(|v| *v / 10000 == 16), "{versions:?}");
+    assert_eq!(data_checksum(&cluster, cluster.leader().await?).await?, sum);
+    let status = status_file(&cluster, leader)?;
+    assert_eq!(status["outcome"], "succeeded");
+    // One history across both runs: the pre-check of the first and the done of the second.
+    let phases = status["phases"].as_array().unwrap();
+    assert_eq!(phases[0]["phase"], "precheck");
+    assert_eq!(phases[phases.len() - 1]["phase"], "done");
+    Ok(())
+}

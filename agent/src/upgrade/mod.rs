@@ -144,7 +144,7 @@ async fn run(args: Args) -> Result<(), Error> {
         .filter(|_| matches!(decision, Start::Resume(_)))
         .map(|i| i.id.clone())
         .unwrap_or_else(|| format!("{}-{}", status::now(), std::process::id()));
-    let status = status::StatusFile::new(&rw_dir, &id, &from, &target);
+    let status = status::StatusFile::resume_or_new(&rw_dir, &id, &from, &target);
     let instr = match (&decision, pending) {
         (Start::Resume(_), Some(i)) => i,
         _ => Instruction {

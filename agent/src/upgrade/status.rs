@@ -67,6 +67,20 @@ impl StatusFile {
         }
     }
 
+    /// The file of run `id` if it exists (a resumed run keeps the history), else a new one.
+    pub fn resume_or_new(rw_dir: &Path, id: &str, from: &str, to: &str) -> Self {
+        let mut file = Self::new(rw_dir, id, from, to);
+        let earlier = std::fs::read(&file.path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Status>(&b).ok())
+            .filter(|s| s.id == id);
+        if let Some(mut s) = earlier {
+            s.outcome = None;
+            file.status = s;
+        }
+        file
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
