@@ -45,6 +45,8 @@ pub struct Local {
     pub replication_user: String,
     pub data_dir: PathBuf,
     pub bin_dir: Option<PathBuf>,
+    /// This member's Patroni REST API on loopback (`restapi.listen`); `None` when it serves TLS only.
+    pub api_url: Option<String>,
 }
 
 impl Local {
@@ -113,6 +115,13 @@ impl Local {
             .as_str()
             .filter(|s| !s.is_empty())
             .map(PathBuf::from);
+        let restapi = &doc["restapi"];
+        let api_url = restapi["listen"]
+            .as_str()
+            .and_then(|l| l.rsplit(':').next())
+            .and_then(|p| p.parse::<u16>().ok())
+            .filter(|_| !restapi["certfile"].is_string())
+            .map(|p| format!("http://127.0.0.1:{p}"));
         Ok(Self {
             port,
             socket_dirs,
@@ -120,6 +129,7 @@ impl Local {
             replication_user,
             data_dir,
             bin_dir,
+            api_url,
         })
     }
 
@@ -167,7 +177,7 @@ mod tests {
 
     #[test]
     fn reads_port_socket_user_and_dirs() {
-        let doc = json!({"postgresql": {
+        let doc = json!({"restapi": {"listen": ":8009"}, "postgresql": {
             "listen": "*:5433", "data_dir": "/d", "bin_dir": "/usr/lib/postgresql/15/bin",
             "parameters": {"unix_socket_directories": "/run/pg, /tmp"},
             "authentication": {"superuser": {"username": "zalando"}}}});
@@ -178,6 +188,7 @@ mod tests {
             [PathBuf::from("/run/pg"), PathBuf::from("/tmp")]
         );
         assert_eq!(l.superuser, "zalando");
+        assert_eq!(l.api_url.as_deref(), Some("http://127.0.0.1:8009"));
         assert_eq!(
             l.program("pg_basebackup"),
             PathBuf::from("/usr/lib/postgresql/15/bin/pg_basebackup")

@@ -35,6 +35,11 @@ enum Command {
     Basebackup(replica::basebackup::Args),
     /// Run a program with variables from an envdir (runit envdir semantics).
     Envdir(envdir::Args),
+    /// In-place major version upgrade of the cluster, run on the leader (replaces inplace_upgrade.py N).
+    Upgrade(upgrade::Args),
+    /// Started by `run`: performs this member's side of an upgrade announced in the DCS.
+    #[command(hide = true)]
+    UpgradeWatch,
     /// Member table, last backup and WAL archiving health of this cluster (for `kubectl exec`).
     Status(status::Args),
     /// Serve the metrics exporter alone against a local Postgres (benchmarks; `run` starts it itself).
@@ -45,7 +50,8 @@ enum Command {
     /// Fetch one WAL file from the archive (native engine); exit 1 when it is not there.
     WalFetch(backup_cli::WalFetchArgs),
     /// restore_command: fetch one WAL file with the engine the envdir selects (native, WAL-G or WAL-E).
-    RestoreCommand(backup_cli::RestoreCommandArgs),
+    #[command(name = "restore-command")]
+    Restore(backup_cli::RestoreCommandArgs),
     /// Base backups: push, list, delete by policy.
     #[command(subcommand)]
     Backup(backup_cli::BackupCommand),
@@ -55,11 +61,6 @@ enum Command {
     WaleRestore(bootstrap::ReplicaArgs),
     /// Bootstrap method: copy a running cluster with pg_basebackup (clone).
     CloneWithBasebackup(bootstrap::BasebackupCloneArgs),
-    /// In-place major version upgrade of the cluster, run on the leader (replaces inplace_upgrade.py N).
-    Upgrade(upgrade::Args),
-    /// Started by `run`: performs this member's side of an upgrade announced in the DCS.
-    #[command(hide = true)]
-    UpgradeWatch,
 }
 
 fn main() -> std::process::ExitCode {
@@ -76,17 +77,17 @@ fn main() -> std::process::ExitCode {
         Command::OnRoleChange(args) => callbacks::on_role_change::main(args),
         Command::Basebackup(args) => replica::basebackup::main(args),
         Command::Envdir(args) => envdir::main(args),
+        Command::Upgrade(args) => upgrade::main(args),
+        Command::UpgradeWatch => upgrade::replica::watch_main(),
         Command::Status(args) => status::main(args),
         Command::MetricsExporter(args) => metrics::standalone_main(args),
         Command::WalPush(args) => backup_cli::wal_push(args),
         Command::WalFetch(args) => backup_cli::wal_fetch(args),
-        Command::RestoreCommand(args) => backup_cli::restore_command(args),
+        Command::Restore(args) => backup_cli::restore_command(args),
         Command::Backup(cmd) => backup_cli::backup(cmd),
         Command::CloneWithWale(args) => bootstrap::clone_with_wale(args),
         Command::WaleRestore(args) => bootstrap::wale_restore(args),
         Command::CloneWithBasebackup(args) => bootstrap::clone_with_basebackup(args),
-        Command::Upgrade(args) => upgrade::main(args),
-        Command::UpgradeWatch => upgrade::replica::watch_main(),
     };
     match result {
         Ok(code) => code,

@@ -158,8 +158,6 @@ struct Expected {
     /// envdir path (relative to the case's `expected/`) → file name → value.
     envdirs: BTreeMap<String, BTreeMap<String, String>>,
     crontab: Vec<String>,
-    /// The case's input environment (some deviations depend on it).
-    env: BTreeMap<String, String>,
 }
 
 fn str_at<'a>(v: &'a mut Value, path: &[&str]) -> Option<&'a mut String> {
@@ -496,7 +494,6 @@ fn check_case(case: &Case, matched: &mut BTreeMap<&'static str, usize>) -> Resul
             .lines()
             .map(str::to_string)
             .collect(),
-        env: case.env.clone(),
     };
     for d in DEVIATIONS {
         *matched.get_mut(d.name).unwrap() += (d.apply)(&mut expected);

@@ -27,6 +27,8 @@ pub struct ClusterSpec {
     /// Deep-merged over each member's default SPILO_CONFIGURATION (which carries per-member paths, so
     /// replacing it through `extra_env` would lose them).
     pub spilo_configuration: Option<serde_json::Value>,
+    /// Start only the first N members; the others are started later with [`Member::start`].
+    pub start_first: Option<usize>,
 }
 
 impl ClusterSpec {
@@ -38,6 +40,7 @@ impl ClusterSpec {
             patroni: tools::patroni4()?,
             extra_env: BTreeMap::new(),
             spilo_configuration: None,
+            start_first: None,
         })
     }
 }
@@ -206,7 +209,8 @@ impl Cluster {
             members,
             _dir: dir,
         };
-        for m in &mut cluster.members {
+        let first = cluster.spec.start_first.unwrap_or(cluster.members.len());
+        for m in cluster.members.iter_mut().take(first) {
             m.start()?;
         }
         Ok(cluster)
@@ -270,6 +274,22 @@ impl Cluster {
         })
         .await
         .map_err(|e| e.context(format!("member logs:\n{}", self.logs(60))))
+    }
+
+    /// [`wait::until`] that attaches every member's recent log to a timeout, for diagnosable failures.
+    pub async fn until<T, F, Fut>(
+        &self,
+        timeout: Duration,
+        what: &str,
+        probe: F,
+    ) -> anyhow::Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
+    {
+        wait::until(timeout, what, probe)
+            .await
+            .map_err(|e| e.context(format!("member logs:\n{}", self.logs(60))))
     }
 
     /// Index of the current leader.

@@ -150,6 +150,27 @@ impl Garage {
         .collect()
     }
 
+    /// The Spilo clone environment (CLONE_WITH_WALE) for restoring from cluster `scope`'s backups here.
+    pub fn clone_env(&self, scope: &str) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = self
+            .spilo_env()
+            .into_iter()
+            .map(|(k, v)| {
+                (
+                    if k == "WAL_S3_BUCKET" {
+                        "CLONE_WAL_S3_BUCKET".into()
+                    } else {
+                        format!("CLONE_{k}")
+                    },
+                    v,
+                )
+            })
+            .collect();
+        env.push(("CLONE_METHOD".into(), "CLONE_WITH_WALE".into()));
+        env.push(("CLONE_SCOPE".into(), scope.into()));
+        env
+    }
+
     /// An S3 client with this server's key.
     pub fn s3(&self) -> aws_sdk_s3::Client {
         self.s3_with(&self.key_id, &self.secret_key)

@@ -63,6 +63,9 @@ pub enum BackupCommand {
         /// Apply retention after a successful backup.
         #[arg(long)]
         retain: bool,
+        /// Print the manifest of the new backup as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// List complete backups, oldest first.
     List {
@@ -193,17 +196,28 @@ pub fn backup(cmd: BackupCommand) -> anyhow::Result<ExitCode> {
                 envdir,
                 from_replica,
                 retain,
+                json,
             } => {
                 let store = store_for(&envdir.envdir).await?;
                 let local = Local::from_env()?;
                 let member = std::env::var("HOSTNAME").unwrap_or_default();
                 let m = push::push(&store, &local, &member, from_replica).await?;
-                println!(
-                    "{} {} bytes ({} stored) {} .. {}",
-                    m.name, m.size_bytes, m.stored_bytes, m.start_lsn, m.end_lsn
-                );
+                if json {
+                    println!("{}", serde_json::to_string(&m)?);
+                } else {
+                    println!(
+                        "{} {} bytes ({} stored) {} .. {}",
+                        m.name, m.size_bytes, m.stored_bytes, m.start_lsn, m.end_lsn
+                    );
+                }
                 if retain {
-                    apply_retention(&store, &policy_from(&envdir.envdir)?, false).await?;
+                    let policy = policy_from(&envdir.envdir)?;
+                    let decision = apply_retention(&store, &policy, false).await?;
+                    eprintln!(
+                        "retention: kept {}, deleted {}",
+                        decision.keep.len(),
+                        decision.delete.len()
+                    );
                 }
                 Ok(ExitCode::SUCCESS)
             }
@@ -214,8 +228,8 @@ pub fn backup(cmd: BackupCommand) -> anyhow::Result<ExitCode> {
                     println!("{}", serde_json::to_string_pretty(&all)?);
                 } else {
                     println!(
-                        "{:<28} {:<26} {:>14} {:>14} {:<4} {}",
-                        "name", "finished", "size", "stored", "pg", "start wal"
+                        "{:<28} {:<26} {:>14} {:>14} {:<4} start wal",
+                        "name", "finished", "size", "stored", "pg"
                     );
                     for m in &all {
                         println!(
@@ -302,12 +316,12 @@ pub async fn apply_retention(
         }
     }
     for name in &decision.delete {
-        println!(
+        eprintln!(
             "{} backup {name}",
             if dry_run { "would delete" } else { "deleting" }
         );
     }
-    println!(
+    eprintln!(
         "{} {} WAL objects older than {}; keeping {} backups",
         if dry_run { "would delete" } else { "deleting" },
         wal_doomed.len(),

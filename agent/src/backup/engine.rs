@@ -161,6 +161,20 @@ pub fn compat_backup_push(
     }
 }
 
+/// WAL-G retention after a successful scheduled backup: keep the newest `keep` full backups (at least 2,
+/// as postgres_backup.sh enforced) and the WAL they need.
+pub fn compat_retention(keep: usize) -> Vec<String> {
+    [
+        "delete",
+        "retain",
+        "FULL",
+        &keep.max(2).to_string(),
+        "--confirm",
+    ]
+    .map(str::to_string)
+    .to_vec()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,6 +254,14 @@ mod tests {
         assert_eq!(
             e,
             [("WALG_COMPRESSION_METHOD".to_string(), "brotli".to_string())]
+        );
+        assert_eq!(
+            compat_retention(5).join(" "),
+            "delete retain FULL 5 --confirm"
+        );
+        assert_eq!(
+            compat_retention(1).join(" "),
+            "delete retain FULL 2 --confirm"
         );
         let (p, a, _) = compat_backup_push(Engine::WalE, "/pgdata", &vars(&[]), 8);
         assert_eq!(

@@ -13,7 +13,44 @@ pub mod engine;
 pub mod push;
 pub mod restore;
 pub mod retention;
+pub mod scheduler;
 pub mod settings;
 pub mod socket;
 pub mod store;
 pub mod wal;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Starts the engine's background services inside `run`: the archive hand-off socket (native engine) and
+/// the backup scheduler. Returns the socket path for Postgres's environment.
+pub fn spawn(
+    configured: &crate::configure::Configured,
+    local: &crate::local::Local,
+    env: &BTreeMap<String, String>,
+    owner: Option<(u32, u32)>,
+) -> Option<PathBuf> {
+    scheduler::spawn(
+        configured.schedule.backup.as_ref(),
+        &configured.patroni_config,
+        local,
+        env,
+    );
+    let envdir = configured.wal_env_dir.as_ref()?;
+    let native = engine::read_envdir(envdir)
+        .map(|v| engine::Engine::for_backup(&v) == engine::Engine::Native);
+    if !matches!(native, Ok(true)) {
+        return None;
+    }
+    let path = scheduler::socket_path(&configured.rw_dir);
+    let server = socket::Server::new(configured.data_dir.clone());
+    let serve_path = path.clone();
+    tokio::spawn(async move {
+        if let Err(e) = server.serve(serve_path, owner).await {
+            tracing::error!(
+                "archive hand-off socket stopped (archive commands upload directly): {e:#}"
+            );
+        }
+    });
+    Some(path)
+}

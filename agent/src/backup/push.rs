@@ -54,7 +54,7 @@ async fn facts(local: &Local, allow_replica: bool) -> Result<ServerFacts, Error>
         .query_one(
             "SELECT pg_is_in_recovery(), current_setting('server_version_num')::int, \
                     (SELECT system_identifier::text FROM pg_control_system()), \
-                    current_setting('wal_segment_size')::bigint, \
+                    (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'), \
                     txid_snapshot_xmax(txid_current_snapshot())",
             &[],
         )

@@ -130,14 +130,20 @@ impl Server {
         let response = match serde_json::from_str::<Request>(&line) {
             Ok(Request::WalPush { envdir, path }) => {
                 match self.clone().wal_push(envdir, path).await {
-                    Ok(()) => Response {
-                        ok: true,
-                        error: None,
-                    },
-                    Err(e) => Response {
-                        ok: false,
-                        error: Some(format!("{e:#}")),
-                    },
+                    Ok(()) => {
+                        crate::metrics::backup().wal_pushed();
+                        Response {
+                            ok: true,
+                            error: None,
+                        }
+                    }
+                    Err(e) => {
+                        crate::metrics::backup().wal_push_failed();
+                        Response {
+                            ok: false,
+                            error: Some(format!("{e:#}")),
+                        }
+                    }
                 }
             }
             Err(e) => Response {

@@ -47,6 +47,12 @@ pub struct SslReloadJob {
 /// A standard 5-field cron schedule (or `@daily`-style shortcut), checked with the `cron` crate, which wants a
 /// leading seconds field and numbers days of the week 1-7 from Sunday instead of 0-7.
 pub fn validate_cron(var: &str, expr: &str) -> Result<String, Error> {
+    parse_cron(var, expr)?;
+    Ok(expr.trim().to_string())
+}
+
+/// The `cron` crate's schedule for a standard 5-field expression (what the agent's scheduler runs).
+pub fn parse_cron(var: &str, expr: &str) -> Result<cron::Schedule, Error> {
     let expr = expr.trim();
     let bad = |why: String| {
         Error::invalid(
@@ -84,11 +90,10 @@ pub fn validate_cron(var: &str, expr: &str) -> Result<String, Error> {
             Some(line) if line != candidate => bad(line.to_string()),
             _ => bad("unparsable".into()),
         }
-    })?;
-    Ok(expr.to_string())
+    })
 }
 
-/// Maps cron's 0-7 weekday numbers onto the crate's 1-7 so ranges stay ordered; only used for validation.
+/// Maps cron's 0-7 weekday numbers onto the crate's 1-7 so ranges stay ordered.
 fn cron_crate_weekdays(field: &str) -> String {
     let mut out = String::new();
     let mut number = String::new();

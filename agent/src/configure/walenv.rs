@@ -115,7 +115,7 @@ fn engine_choice(
 ) -> Result<Engine, Error> {
     let var = format!("{}PGHERD_BACKUP_ENGINE", role.prefix());
     if let Some(value) = env.get(&var) {
-        let engine = Engine::parse(&value).ok_or_else(|| {
+        let engine = Engine::parse(value).ok_or_else(|| {
             Error::invalid(
                 &var,
                 format!("{value:?} is not one of native, wal-g, wal-e"),

@@ -39,6 +39,8 @@ pub struct Locations<'a> {
     pub agent_dir: &'a Path,
     pub bin_dir: Option<&'a Path>,
     pub config: &'a Path,
+    /// The backup engine's archive hand-off socket, when it runs.
+    pub socket: Option<&'a Path>,
 }
 
 /// Builds Patroni's environment from the container's.
@@ -61,6 +63,12 @@ pub fn patroni_env(env: &BTreeMap<String, String>, at: &Locations) -> BTreeMap<S
         crate::local::CONFIG_VAR.into(),
         at.config.display().to_string(),
     );
+    if let Some(socket) = at.socket {
+        out.insert(
+            crate::backup::socket::SOCKET_VAR.into(),
+            socket.display().to_string(),
+        );
+    }
     out
 }
 
@@ -98,6 +106,7 @@ mod tests {
             agent_dir: Path::new("/opt/pgherd"),
             bin_dir: Some(Path::new("/usr/lib/postgresql/15/bin")),
             config: Path::new("/run/postgres.yml"),
+            socket: Some(Path::new("/run/pgherd/agent.sock")),
         };
         let out = patroni_env(&e, &at);
         let keys: Vec<&str> = out.keys().map(String::as_str).collect();
@@ -113,6 +122,7 @@ mod tests {
                 "PATH",
                 "PGHERD_LOG_FORMAT",
                 "PGHERD_PATRONI_CONFIG",
+                "PGHERD_SOCKET",
                 "POD_IP"
             ]
         );
@@ -131,6 +141,7 @@ mod tests {
             agent_dir: Path::new("/a"),
             bin_dir: None,
             config: Path::new("/c"),
+            socket: None,
         };
         let out = patroni_env(&BTreeMap::new(), &at);
         assert_eq!(out["PATH"], "/a:/usr/local/bin:/usr/bin:/bin");

@@ -6,6 +6,7 @@
 //! and on shutdown stop Postgres cleanly within a bounded time, leaving no process behind.
 
 pub mod backoff;
+pub mod children;
 pub mod env;
 pub mod patroni;
 mod prepare;
@@ -45,18 +46,22 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
 
 async fn run(args: Args) -> anyhow::Result<ExitCode> {
     become_subreaper();
+    children::enable();
     let env: BTreeMap<String, String> = std::env::vars().collect();
     let configured = configure::apply(&env, &args.configure)?;
     let run_as = RunAs::postgres_if_root()?;
     prepare::directories(&configured, run_as)?;
     let local = crate::local::Local::load(&configured.patroni_config)?;
     crate::metrics::spawn(&env, &configured.patroni_config, &local);
+    let owner = run_as.map(|r| (r.uid.as_raw(), r.gid.as_raw()));
+    let socket = crate::backup::spawn(&configured, &local, &env, owner);
     let agent_dir = patroni::agent_dir()?;
     let at = env::Locations {
         home: &configured.pg_home,
         agent_dir: &agent_dir,
         bin_dir: local.bin_dir.as_deref(),
         config: &configured.patroni_config,
+        socket: socket.as_deref(),
     };
     let launch = Launch {
         program: patroni::program(&env),
@@ -274,7 +279,7 @@ fn reap(watch: Option<Pid>) -> Option<WaitStatus> {
             Ok(status) => {
                 if status.pid() == watch {
                     found = Some(status);
-                } else {
+                } else if !children::dispatch(&status) {
                     tracing::debug!(status = %describe(&status), "reaped a child");
                 }
             }
