@@ -13,4 +13,6 @@ pub mod metrics;
 pub mod replica;
 pub mod status;
 pub mod supervise;
+#[cfg(test)]
+pub(crate) mod testutil;
 pub mod upgrade;

@@ -39,14 +39,8 @@ pub struct CloneArgs {
 pub struct ReplicaArgs {
     #[arg(long)]
     pub envdir: PathBuf,
-    #[arg(long)]
-    pub scope: Option<String>,
-    #[arg(long)]
-    pub role: Option<String>,
-    #[arg(long)]
-    pub datadir: PathBuf,
-    #[arg(long)]
-    pub connstring: Option<String>,
+    #[command(flatten)]
+    pub patroni: crate::replica::MethodArgs,
     #[arg(long = "threshold_megabytes", default_value_t = 10240)]
     pub threshold_megabytes: u64,
     #[arg(long = "threshold_backup_size_percentage", default_value_t = 30)]
@@ -222,13 +216,14 @@ pub fn wale_restore(args: ReplicaArgs) -> anyhow::Result<ExitCode> {
         )?
         .clone();
         if let Some(conn) = args
+            .patroni
             .connstring
             .as_deref()
             .filter(|_| args.no_leader.is_none())
         {
             refuse_if_too_far_behind(conn, &latest, &args).await?;
         }
-        restore::restore(&store, &latest, &args.datadir).await?;
+        restore::restore(&store, &latest, &args.patroni.datadir).await?;
         println!("replica data restored from {}", latest.name);
         Ok(ExitCode::SUCCESS)
     })

@@ -152,12 +152,7 @@ impl Settings {
 mod tests {
     use super::*;
 
-    fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::testutil::map as vars;
 
     #[test]
     fn from_spilo_envdir_values() {

@@ -169,14 +169,8 @@ fn today() -> (i32, u8, u8) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
 
-    fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::testutil::map as vars;
 
     fn render(pairs: &[(&str, &str)], key_exists: bool) -> Result<(TlsFiles, Vec<OutFile>), Error> {
         let v = vars(pairs);

@@ -137,14 +137,8 @@ fn kubernetes(env: &Env, input: &DcsInput) -> Result<Map<String, Value>, Error> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
 
-    fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::testutil::map as vars;
 
     fn plain(ns: &str) -> DcsInput<'_> {
         DcsInput {

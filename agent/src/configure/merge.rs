@@ -127,7 +127,6 @@ pub fn deep_merge(user: Value, ours: Value) -> Value {
 mod tests {
     use super::*;
     use serde_json::json;
-    use std::collections::BTreeMap;
 
     #[test]
     fn user_scalars_win_maps_merge_lists_replace() {
@@ -165,12 +164,7 @@ mod tests {
         );
     }
 
-    fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::testutil::map as vars;
 
     #[test]
     fn parses_json_and_yaml_and_empty() {

@@ -71,14 +71,8 @@ pub fn pgbouncer(env: &Env, layout: &Layout) -> Option<Pgbouncer> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
 
-    fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::testutil::map as vars;
 
     #[test]
     fn pam_file() {

@@ -235,12 +235,7 @@ mod tests {
             .collect()
     }
 
-    fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::testutil::map as vars;
 
     #[test]
     fn major_versions() {

@@ -6,7 +6,7 @@
 //! process and no segment-size assumptions, so that is what this runs, with Spilo's retry contract.
 
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, ExitCode};
 use std::time::Duration;
 
@@ -14,31 +14,30 @@ use anyhow::Context;
 
 use crate::local::Local;
 
-/// Arguments as Patroni passes them: `--scope --role --datadir --connstring` plus the method's keys.
+/// Arguments as Patroni passes them, plus the method's `retries`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
-    #[arg(long)]
-    pub scope: Option<String>,
-    #[arg(long)]
-    pub role: Option<String>,
-    #[arg(long)]
-    pub datadir: PathBuf,
-    #[arg(long)]
-    pub connstring: String,
+    #[command(flatten)]
+    pub patroni: super::MethodArgs,
     /// Extra attempts after the first (Spilo accepts 1–9).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=9))]
     pub retries: u32,
 }
 
 /// The pg_basebackup invocation, separate so the command line is testable.
-pub fn command(program: &Path, args: &Args) -> Command {
+pub fn command(program: &Path, args: &Args) -> anyhow::Result<Command> {
+    let connstring = args
+        .patroni
+        .connstring
+        .as_deref()
+        .context("--connstring is required: pg_basebackup copies from the leader")?;
     let mut cmd = Command::new(program);
-    cmd.arg(format!("--pgdata={}", args.datadir.display()))
+    cmd.arg(format!("--pgdata={}", args.patroni.datadir.display()))
         .arg("--wal-method=stream")
         .arg("--checkpoint=fast")
         .arg("--no-password")
-        .arg(format!("--dbname={}", args.connstring));
-    cmd
+        .arg(format!("--dbname={connstring}"));
+    Ok(cmd)
 }
 
 pub fn main(args: Args) -> anyhow::Result<ExitCode> {
@@ -51,8 +50,8 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
             tracing::warn!(attempt, ?pause, "pg_basebackup failed; retrying");
             std::thread::sleep(pause);
         }
-        remove_data_dir(&args.datadir)?;
-        let mut cmd = command(&program, &args);
+        remove_data_dir(&args.patroni.datadir)?;
+        let mut cmd = command(&program, &args)?;
         // If Patroni cancels us, pg_basebackup must not keep copying into a directory nobody owns.
         // SAFETY: only an async-signal-safe prctl between fork and exec.
         unsafe {
@@ -65,12 +64,12 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
             .status()
             .with_context(|| format!("running {}", program.display()))?;
         if status.success() {
-            tracing::info!(datadir = %args.datadir.display(), "base backup copied");
+            tracing::info!(datadir = %args.patroni.datadir.display(), "base backup copied");
             return Ok(ExitCode::SUCCESS);
         }
         tracing::error!(%status, attempt, "pg_basebackup failed");
     }
-    remove_data_dir(&args.datadir)?;
+    remove_data_dir(&args.patroni.datadir)?;
     anyhow::bail!(
         "pg_basebackup failed {} times; see the errors above",
         args.retries + 1
@@ -108,7 +107,7 @@ mod tests {
             "--retries=2",
         ])
         .unwrap();
-        let cmd = command(Path::new("/bin/pg_basebackup"), &cli.args);
+        let cmd = command(Path::new("/bin/pg_basebackup"), &cli.args).unwrap();
         let argv: Vec<_> = cmd
             .get_args()
             .map(|a| a.to_string_lossy().into_owned())

@@ -76,12 +76,7 @@ pub fn patroni_env(env: &BTreeMap<String, String>, at: &Locations) -> BTreeMap<S
 mod tests {
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::testutil::map as env;
 
     #[test]
     fn secrets_do_not_reach_patroni() {
