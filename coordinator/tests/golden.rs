@@ -482,14 +482,23 @@ fn object_names_and_labels() {
         postgres.command.as_deref(),
         Some(&["pgherd-agent".to_string(), "run".to_string()][..])
     );
-    let ports: Vec<i32> = postgres
+    let ports: Vec<(i32, Option<&str>)> = postgres
         .ports
         .as_ref()
         .unwrap()
         .iter()
-        .map(|p| p.container_port)
+        .map(|p| (p.container_port, p.name.as_deref()))
         .collect();
-    assert_eq!(ports, [8008, 5432, 8080]);
+    // Zalando's three unnamed ports, plus pgherd-agent's exporter (docs/metrics.md).
+    assert_eq!(
+        ports,
+        [
+            (8008, None),
+            (5432, None),
+            (8080, None),
+            (9187, Some("metrics"))
+        ]
+    );
     let mounts: Vec<&str> = postgres
         .volume_mounts
         .as_ref()

@@ -8,10 +8,11 @@ use k8s_openapi::api::apps::v1::{
     StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, Container, ContainerPort, HTTPGetAction, NodeAffinity, NodeSelector,
-    NodeSelectorRequirement, NodeSelectorTerm, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-    PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    SecurityContext, Toleration, VolumeResourceRequirements, WeightedPodAffinityTerm,
+    Affinity, Capabilities, Container, ContainerPort, EnvVar, HTTPGetAction, NodeAffinity,
+    NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, SecurityContext, Toleration, VolumeResourceRequirements,
+    WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -33,6 +34,42 @@ fn tcp_port(port: i32) -> ContainerPort {
         protocol: Some("TCP".into()),
         ..Default::default()
     }
+}
+
+/// Port of the agent's Prometheus exporter when nothing overrides it
+/// (docs/metrics.md; postgres_exporter's port, so scrape configs fit).
+pub const METRICS_PORT: i32 = 9187;
+
+/// The exporter's port as the agent will see it: `PGHERD_METRICS_PORT` from
+/// the final env (manifest `env` or the pod environment ConfigMap), `None`
+/// when it is `0` (exporter disabled). A value only known at run time (a
+/// secret reference) or one the agent would reject keeps the default, so a
+/// scrape target is still declared.
+fn metrics_port(env: &[EnvVar]) -> Option<i32> {
+    let value = env
+        .iter()
+        .find(|e| e.name == "PGHERD_METRICS_PORT")
+        .and_then(|e| e.value.as_deref())
+        .map(str::trim)
+        .filter(|v| !v.is_empty());
+    match value.map(str::parse::<u16>) {
+        Some(Ok(0)) => None,
+        Some(Ok(port)) => Some(i32::from(port)),
+        _ => Some(METRICS_PORT),
+    }
+}
+
+/// Zalando's three unnamed ports (Patroni, Postgres, Spilo's API) plus the
+/// agent's exporter, named `metrics` so a PodMonitor can select it by name.
+fn container_ports(env: &[EnvVar]) -> Vec<ContainerPort> {
+    let mut ports = vec![tcp_port(8008), tcp_port(5432), tcp_port(8080)];
+    if let Some(port) = metrics_port(env) {
+        ports.push(ContainerPort {
+            name: Some("metrics".into()),
+            ..tcp_port(port)
+        });
+    }
+    ports
 }
 
 fn postgres_container(c: &Cluster) -> Result<Container, BuildError> {
@@ -81,7 +118,7 @@ fn postgres_container(c: &Cluster) -> Result<Container, BuildError> {
         command: Some(AGENT_COMMAND.iter().map(|s| s.to_string()).collect()),
         image_pull_policy: Some("IfNotPresent".into()),
         resources: Some(resources),
-        ports: Some(vec![tcp_port(8008), tcp_port(5432), tcp_port(8080)]),
+        ports: Some(container_ports(&env)),
         volume_mounts: Some(vec![volumes::data_mount(spec)]),
         env: Some(env),
         env_from: spec.env_from.clone().filter(|e| !e.is_empty()),
@@ -461,4 +498,36 @@ pub fn statefulset(c: &Cluster) -> Result<StatefulSet, BuildError> {
         }),
         status: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::builders::env::lit;
+
+    fn metrics(env: &[EnvVar]) -> Vec<(i32, Option<String>)> {
+        container_ports(env)
+            .into_iter()
+            .filter(|p| p.name.is_some())
+            .map(|p| (p.container_port, p.name))
+            .collect()
+    }
+
+    #[test]
+    fn metrics_port_follows_the_agents_setting() {
+        let named = |port| vec![(port, Some("metrics".to_string()))];
+        assert_eq!(metrics(&[]), named(9187));
+        assert_eq!(metrics(&[lit("PGHERD_METRICS_PORT", "9300")]), named(9300));
+        assert_eq!(metrics(&[lit("PGHERD_METRICS_PORT", " 0 ")]), vec![]);
+        // The agent rejects these; the default keeps a scrape target declared.
+        assert_eq!(metrics(&[lit("PGHERD_METRICS_PORT", "x")]), named(9187));
+        assert_eq!(metrics(&[lit("PGHERD_METRICS_PORT", "")]), named(9187));
+        assert_eq!(
+            container_ports(&[])
+                .iter()
+                .map(|p| p.container_port)
+                .collect::<Vec<_>>(),
+            [8008, 5432, 8080, 9187]
+        );
+    }
 }

@@ -1,10 +1,11 @@
 //! Deciding which objects to write, without talking to the API server.
 //!
 //! Every desired object carries a hash of itself in an annotation. An object
-//! is applied only when the live object is missing or carries a different
-//! hash, so an unchanged cluster costs zero writes, and API-server defaults,
-//! webhooks or foreign annotations (which never enter our hash) cannot cause
-//! a rollout (user-pain-points.md §1).
+//! is applied only when the live object is missing, carries a different
+//! hash, or holds another value in a field pgherd sets (drift), so an
+//! unchanged cluster costs zero writes, and API-server defaults, webhooks or
+//! foreign annotations (fields pgherd never sets) cannot cause a rollout
+//! (user-pain-points.md §1).
 
 use std::collections::BTreeMap;
 
@@ -86,60 +87,180 @@ pub fn desired_list(d: &DesiredObjects) -> Vec<Desired> {
         .collect()
 }
 
+/// Why an object is applied.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Change {
+    /// The object does not exist yet.
+    Created,
+    /// pgherd's desired state changed (the stored hash differs); the paths
+    /// say which fields pgherd sets now differ.
+    Updated(Vec<String>),
+    /// pgherd's desired state is unchanged, but someone else changed fields
+    /// pgherd sets (`kubectl edit`, another controller); applying reverts them.
+    Drifted(Vec<String>),
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum Step {
-    /// Server-side apply; `changes` explains why (empty for a new object).
-    Apply {
-        desired: Desired,
-        created: bool,
-        changes: Vec<String>,
-    },
+    /// Server-side apply.
+    Apply { desired: Desired, change: Change },
     /// Create if absent (credentials).
     Create { desired: Desired },
 }
 
+impl Step {
+    pub fn desired(&self) -> &Desired {
+        match self {
+            Step::Apply { desired, .. } | Step::Create { desired } => desired,
+        }
+    }
+
+    /// The event text explaining this write. Paths only, never values:
+    /// env can hold credentials.
+    pub fn note(&self) -> String {
+        let key = &self.desired().key;
+        let list = |paths: &[String]| {
+            let shown: Vec<&str> = paths.iter().take(8).map(String::as_str).collect();
+            let more = paths.len().saturating_sub(shown.len());
+            let suffix = if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            };
+            format!("{}{suffix}", shown.join(", "))
+        };
+        match self {
+            Step::Create { .. }
+            | Step::Apply {
+                change: Change::Created,
+                ..
+            } => format!("created {key}"),
+            Step::Apply {
+                change: Change::Updated(paths),
+                ..
+            } if paths.is_empty() => format!("updated {key} (pgherd's desired state changed)"),
+            Step::Apply {
+                change: Change::Updated(paths),
+                ..
+            } => format!("updated {key}: {}", list(paths)),
+            Step::Apply {
+                change: Change::Drifted(paths),
+                ..
+            } => format!(
+                "reverted {key}: {} had been changed outside pgherd",
+                list(paths)
+            ),
+        }
+    }
+}
+
 /// Compares desired objects with what the API server holds.
+///
+/// An object is applied when it is missing, when its stored hash differs
+/// from the desired one, or when a field pgherd sets holds a different value
+/// on the live object (drift). Fields pgherd does not set, and fields that
+/// are absent on the live object, are never compared: the API server drops
+/// empty values and fields of disabled features, and a comparison that
+/// counted those would write on every resync.
 pub fn plan(desired: &[Desired], live: &BTreeMap<ObjectKey, Option<Value>>) -> Vec<Step> {
     let mut steps = Vec::new();
     for d in desired {
         let current = live.get(&d.key).cloned().flatten();
-        match (d.create_only, current) {
-            (true, None) => steps.push(Step::Create { desired: d.clone() }),
-            (true, Some(_)) => {}
-            (false, None) => steps.push(Step::Apply {
-                desired: d.clone(),
-                created: true,
-                changes: Vec::new(),
-            }),
-            (false, Some(cur)) => {
-                if hash_of(&cur) != hash_of(&d.object) {
-                    steps.push(Step::Apply {
-                        desired: d.clone(),
-                        created: false,
-                        changes: changed_paths(&d.object, &cur),
-                    });
-                }
+        let change = match (d.create_only, current) {
+            (true, None) => {
+                steps.push(Step::Create { desired: d.clone() });
+                continue;
             }
-        }
+            (true, Some(_)) => continue,
+            (false, None) => Change::Created,
+            (false, Some(cur)) if hash_of(&cur) != hash_of(&d.object) => {
+                Change::Updated(changed_paths(&d.object, &cur))
+            }
+            (false, Some(cur)) => {
+                let drift = drifted_paths(&d.object, &cur);
+                if drift.is_empty() {
+                    continue;
+                }
+                Change::Drifted(drift)
+            }
+        };
+        steps.push(Step::Apply {
+            desired: d.clone(),
+            change,
+        });
     }
     steps
+}
+
+/// How a field pgherd sets but the live object lacks is counted.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Absent {
+    /// As a change (explaining an update: the field is new).
+    Changed,
+    /// Not at all (drift detection: the server may have dropped it).
+    Ignored,
 }
 
 /// Paths of fields we set whose live value differs, for events and logs.
 /// Only the fields present in `desired` are visited, so defaults added by the
 /// API server never show up. Values are left out: env can hold credentials.
 pub fn changed_paths(desired: &Value, live: &Value) -> Vec<String> {
+    paths(desired, live, Absent::Changed)
+}
+
+/// Paths of fields we set that the live object holds with another value.
+pub fn drifted_paths(desired: &Value, live: &Value) -> Vec<String> {
+    paths(desired, live, Absent::Ignored)
+}
+
+fn paths(desired: &Value, live: &Value, absent: Absent) -> Vec<String> {
     let mut out = Vec::new();
-    walk("", desired, Some(live), &mut out);
+    walk("", desired, Some(live), absent, &mut out);
     out.retain(|p| !p.starts_with(".metadata.annotations.pgherd.io/desired-hash"));
     out
 }
 
-fn walk(path: &str, d: &Value, l: Option<&Value>, out: &mut Vec<String>) {
-    match (d, l) {
+/// Values the API server omits when stored (Go's `omitempty`).
+fn is_empty_value(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+    }
+}
+
+/// Resource quantities come back in canonical form (`0.5` as `500m`,
+/// `1024Mi` as `1Gi`): equal amounts are not a change.
+fn same_quantity(path: &str, a: &str, b: &str) -> bool {
+    let is_quantity = [".requests.", ".limits.", ".capacity."]
+        .iter()
+        .any(|p| path.contains(p))
+        || path.ends_with(".sizeLimit");
+    if !is_quantity {
+        return false;
+    }
+    match (
+        crate::builders::quantity::parse(a),
+        crate::builders::quantity::parse(b),
+    ) {
+        (Some(x), Some(y)) => (x - y).abs() <= f64::EPSILON * x.abs().max(y.abs()) * 4.0,
+        _ => false,
+    }
+}
+
+fn walk(path: &str, d: &Value, l: Option<&Value>, absent: Absent, out: &mut Vec<String>) {
+    match (d, l.filter(|l| !l.is_null())) {
+        (dv, None) => {
+            if absent == Absent::Changed && !is_empty_value(dv) {
+                out.push(path.to_string());
+            }
+        }
         (Value::Object(dm), Some(Value::Object(lm))) => {
             for (k, dv) in dm {
-                walk(&format!("{path}.{k}"), dv, lm.get(k), out);
+                walk(&format!("{path}.{k}"), dv, lm.get(k), absent, out);
             }
         }
         (Value::Array(da), Some(Value::Array(la))) => {
@@ -154,11 +275,11 @@ fn walk(path: &str, d: &Value, l: Option<&Value>, out: &mut Vec<String>) {
                     Some(n) => la.iter().find(|x| x.get("name") == Some(n)),
                     None => la.get(i),
                 };
-                walk(&format!("{path}{label}"), dv, lv, out);
+                walk(&format!("{path}{label}"), dv, lv, absent, out);
             }
         }
         (dv, Some(lv)) if dv == lv => {}
-        (Value::Null, None) => {}
+        (Value::String(a), Some(Value::String(b))) if same_quantity(path, a, b) => {}
         _ => out.push(path.to_string()),
     }
 }
@@ -185,5 +306,85 @@ mod tests {
             changed_paths(&desired, &live),
             [".spec.containers[postgres].resources.requests.cpu"]
         );
+    }
+
+    #[test]
+    fn drift_counts_changed_values_only() {
+        let desired = json!({"spec": {
+            "replicas": 2,
+            "tolerations": [],
+            "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Retain"},
+            "containers": [{"name": "postgres", "image": "a",
+                "env": [{"name": "WAL_BUCKET_SCOPE_PREFIX", "value": ""}],
+                "resources": {"requests": {"cpu": "0.5", "memory": "1024Mi"}}}]}});
+        // What the API server stores for it: empty values and a disabled
+        // feature's field dropped, quantities canonical, defaults added.
+        let stored = json!({"spec": {
+            "replicas": 2,
+            "revisionHistoryLimit": 10,
+            "containers": [{"name": "postgres", "image": "a",
+                "env": [{"name": "WAL_BUCKET_SCOPE_PREFIX"}],
+                "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}}}]}});
+        assert_eq!(drifted_paths(&desired, &stored), Vec::<String>::new());
+        assert_eq!(
+            changed_paths(&desired, &stored),
+            [".spec.persistentVolumeClaimRetentionPolicy"]
+        );
+
+        let mut edited = stored.clone();
+        edited["spec"]["replicas"] = json!(0);
+        edited["spec"]["containers"][0]["image"] = json!("b");
+        edited["spec"]["containers"][0]["resources"]["requests"]["cpu"] = json!("2");
+        assert_eq!(
+            drifted_paths(&desired, &edited),
+            [
+                ".spec.containers[postgres].image",
+                ".spec.containers[postgres].resources.requests.cpu",
+                ".spec.replicas",
+            ]
+        );
+        // A number-like string outside resources is compared as text.
+        assert_eq!(
+            drifted_paths(&json!({"data": {"x": "1"}}), &json!({"data": {"x": "1.0"}})),
+            [".data.x"]
+        );
+    }
+
+    #[test]
+    fn plan_reapplies_drift_and_explains_it() {
+        let d = desired_list_of(json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "x", "namespace": "ns"}, "spec": {"type": "ClusterIP"}}));
+        let mut live = d.object.clone();
+        let unchanged = BTreeMap::from([(d.key.clone(), Some(live.clone()))]);
+        assert_eq!(plan(std::slice::from_ref(&d), &unchanged), vec![]);
+
+        live["spec"]["type"] = json!("NodePort");
+        let drifted = BTreeMap::from([(d.key.clone(), Some(live))]);
+        let steps = plan(std::slice::from_ref(&d), &drifted);
+        assert_eq!(
+            steps,
+            vec![Step::Apply {
+                desired: d.clone(),
+                change: Change::Drifted(vec![".spec.type".into()]),
+            }]
+        );
+        assert_eq!(
+            steps[0].note(),
+            "reverted Service ns/x: .spec.type had been changed outside pgherd"
+        );
+        let missing = BTreeMap::from([(d.key.clone(), None)]);
+        assert_eq!(
+            plan(std::slice::from_ref(&d), &missing)[0].note(),
+            "created Service ns/x"
+        );
+    }
+
+    fn desired_list_of(obj: Value) -> Desired {
+        let object = stamp(obj);
+        Desired {
+            key: ObjectKey::of(&object).unwrap(),
+            object,
+            create_only: false,
+        }
     }
 }

@@ -268,41 +268,18 @@ async fn sync<A: KubeApi>(
     }
 
     for step in plan(&desired, &live) {
-        match step {
-            Step::Apply {
-                desired,
-                created,
-                changes,
-            } => {
-                ctx.api.apply(&desired.key, &desired.object).await?;
-                let note = if created {
-                    format!("created {}", desired.key)
-                } else if changes.is_empty() {
-                    format!("updated {} (pgherd's desired state changed)", desired.key)
-                } else {
-                    let shown: Vec<&str> = changes.iter().take(8).map(String::as_str).collect();
-                    let more = changes.len().saturating_sub(shown.len());
-                    let suffix = if more > 0 {
-                        format!(" and {more} more")
-                    } else {
-                        String::new()
-                    };
-                    format!("updated {}: {}{suffix}", desired.key, shown.join(", "))
-                };
-                event(ctx, pg, EventType::Normal, desired.key.kind.name(), note).await;
+        let key = &step.desired().key;
+        let written = match &step {
+            Step::Apply { desired, .. } => {
+                ctx.api.apply(key, &desired.object).await?;
+                true
             }
             Step::Create { desired } => {
-                if ctx.api.create(&desired.key, &desired.object).await? == Created::Created {
-                    event(
-                        ctx,
-                        pg,
-                        EventType::Normal,
-                        desired.key.kind.name(),
-                        format!("created {}", desired.key),
-                    )
-                    .await;
-                }
+                ctx.api.create(key, &desired.object).await? == Created::Created
             }
+        };
+        if written {
+            event(ctx, pg, EventType::Normal, key.kind.name(), step.note()).await;
         }
     }
     Ok(())

@@ -138,6 +138,17 @@ async fn server_defaults_and_foreign_annotations_cause_no_write() {
         o["metadata"]["annotations"]["webhook.example.com/injected"] = json!("yes");
         o["spec"]["template"]["metadata"]["annotations"] = json!({"sidecar.istio.io/status": "x"});
         o["status"] = json!({"replicas": 2, "readyReplicas": 2});
+        // Empty values are not stored, nor fields of a disabled feature gate.
+        o["spec"]["template"]["spec"]
+            .as_object_mut()
+            .unwrap()
+            .remove("tolerations");
+        o["spec"]
+            .as_object_mut()
+            .unwrap()
+            .remove("persistentVolumeClaimRetentionPolicy");
+        o["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["memory"] =
+            json!("104857600");
     });
     ctx.api.edit(&svc, |o| {
         o["metadata"]["annotations"]["cloud.google.com/neg"] = json!("{\"ingress\":true}");
@@ -157,6 +168,47 @@ async fn server_defaults_and_foreign_annotations_cause_no_write() {
     assert_eq!(
         ctx.api.object(&svc).unwrap()["metadata"]["annotations"]["cloud.google.com/neg"],
         json!("{\"ingress\":true}")
+    );
+}
+
+fn statefulset_key() -> ObjectKey {
+    ObjectKey {
+        kind: Kind::StatefulSet,
+        namespace: "db".into(),
+        name: "acid-minimal-cluster".into(),
+    }
+}
+
+#[tokio::test]
+async fn a_foreign_change_to_an_owned_field_is_reverted_once() {
+    let ctx = context(OperatorConfig::default());
+    let pg = manifest();
+    ctx.api.put_postgresql(&pg);
+    resync(&ctx, &pg).await.unwrap();
+    let sts = statefulset_key();
+    // `kubectl edit` / `kubectl scale`: the hash annotation is left alone.
+    ctx.api.edit(&sts, |o| {
+        o["spec"]["replicas"] = json!(0);
+        o["spec"]["template"]["spec"]["containers"][0]["image"] = json!("someone/else:1");
+    });
+    ctx.api.reset_counters();
+    for _ in 0..10 {
+        resync(&ctx, &pg).await.unwrap();
+    }
+    assert_eq!(ctx.api.writes(), vec![Write::Apply(sts.clone())]);
+    let live = ctx.api.object(&sts).unwrap();
+    assert_eq!(live["spec"]["replicas"], json!(2));
+    assert_eq!(
+        live["spec"]["template"]["spec"]["containers"][0]["image"],
+        json!(OperatorConfig::default().docker_image)
+    );
+    let events = ctx.api.events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(
+        events[0].note,
+        "reverted StatefulSet db/acid-minimal-cluster: \
+         .spec.replicas, .spec.template.spec.containers[postgres].image \
+         had been changed outside pgherd"
     );
 }
 
