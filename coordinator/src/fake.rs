@@ -3,6 +3,11 @@
 //! Apply merges the applied object into the stored one (objects merge,
 //! everything else is replaced), which is what server-side apply does to
 //! fields other managers own: foreign annotations and defaults survive.
+//!
+//! Stored objects get a uid, and deletions run a small garbage collector:
+//! dependents (by owner reference) of a deleted object or of a `postgresql`
+//! whose last finalizer is removed are deleted, or with `Orphan` propagation
+//! lose the reference, so tests can see what owner references would destroy.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -11,14 +16,14 @@ use async_trait::async_trait;
 use pgherd_shared::crd::{Postgresql, PostgresqlStatus};
 use serde_json::Value;
 
-use crate::kube_api::{ApiError, Created, Event, Kind, KubeApi, ObjectKey};
+use crate::kube_api::{ApiError, Created, Event, Kind, KubeApi, ObjectKey, Propagation};
 
 /// One mutating call.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Write {
     Apply(ObjectKey),
     Create(ObjectKey),
-    Delete(ObjectKey),
+    Delete(ObjectKey, Propagation),
     Status(String),
     Finalizers(String, Vec<String>),
 }
@@ -63,6 +68,55 @@ fn merge(into: &mut Value, from: &Value) {
     }
 }
 
+/// Gives a stored object a uid, as the API server does.
+fn with_uid(key: &ObjectKey, mut obj: Value) -> Value {
+    if obj.pointer("/metadata/uid").is_none() {
+        obj["metadata"]["uid"] = Value::String(format!("uid-{key}"));
+    }
+    obj
+}
+
+fn owner_uids(obj: &Value) -> Vec<String> {
+    obj.pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r.get("uid").and_then(Value::as_str).map(String::from))
+        .collect()
+}
+
+impl State {
+    /// Owner `uid` is gone: delete its dependents (and theirs), or orphan them.
+    fn collect_garbage(&mut self, uid: String, propagation: Propagation) {
+        let mut gone = vec![uid];
+        while let Some(uid) = gone.pop() {
+            let dependents: Vec<ObjectKey> = self
+                .objects
+                .iter()
+                .filter(|(_, o)| owner_uids(o).contains(&uid))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for key in dependents {
+                if propagation == Propagation::Orphan {
+                    let obj = self.objects.get_mut(&key).expect("listed");
+                    if let Some(refs) = obj
+                        .pointer_mut("/metadata/ownerReferences")
+                        .and_then(Value::as_array_mut)
+                    {
+                        refs.retain(|r| r.get("uid").and_then(Value::as_str) != Some(&uid));
+                    }
+                } else if let Some(obj) = self.objects.remove(&key) {
+                    gone.extend(
+                        obj.pointer("/metadata/uid")
+                            .and_then(Value::as_str)
+                            .map(String::from),
+                    );
+                }
+            }
+        }
+    }
+}
+
 fn labels_match(obj: &Value, labels: &BTreeMap<String, String>) -> bool {
     let Some(have) = obj.pointer("/metadata/labels").and_then(Value::as_object) else {
         return labels.is_empty();
@@ -94,6 +148,7 @@ impl FakeApi {
     /// Places an object directly, like another controller or a user would.
     pub fn put(&self, obj: Value) {
         let key = ObjectKey::of(&obj).expect("kind, namespace and name");
+        let obj = with_uid(&key, obj);
         self.lock().objects.insert(key, obj);
     }
 
@@ -148,7 +203,7 @@ impl KubeApi for FakeApi {
         match s.objects.get_mut(key) {
             Some(existing) => merge(existing, obj),
             None => {
-                s.objects.insert(key.clone(), obj.clone());
+                s.objects.insert(key.clone(), with_uid(key, obj.clone()));
             }
         }
         Ok(())
@@ -160,14 +215,20 @@ impl KubeApi for FakeApi {
         if s.objects.contains_key(key) {
             return Ok(Created::AlreadyExisted);
         }
-        s.objects.insert(key.clone(), obj.clone());
+        s.objects.insert(key.clone(), with_uid(key, obj.clone()));
         Ok(Created::Created)
     }
 
-    async fn delete(&self, key: &ObjectKey) -> Result<(), ApiError> {
+    async fn delete(&self, key: &ObjectKey, propagation: Propagation) -> Result<(), ApiError> {
         let mut s = self.lock();
-        s.writes.push(Write::Delete(key.clone()));
-        s.objects.remove(key);
+        s.writes.push(Write::Delete(key.clone(), propagation));
+        let uid = s
+            .objects
+            .remove(key)
+            .and_then(|o| o.pointer("/metadata/uid")?.as_str().map(String::from));
+        if let Some(uid) = uid {
+            s.collect_garbage(uid, propagation);
+        }
         Ok(())
     }
 
@@ -211,7 +272,11 @@ impl KubeApi for FakeApi {
         stored.metadata.finalizers = Some(finalizers.to_vec());
         // A deleted object disappears once its last finalizer is gone.
         if finalizers.is_empty() && stored.metadata.deletion_timestamp.is_some() {
+            let uid = stored.metadata.uid.clone();
             s.postgresqls.remove(&key);
+            if let Some(uid) = uid {
+                s.collect_garbage(uid, Propagation::Background);
+            }
         }
         Ok(())
     }

@@ -97,7 +97,11 @@ pub fn secrets(c: &Cluster, passwords: &mut dyn PasswordSource) -> Vec<Secret> {
                 namespace: Some(c.namespace.clone()),
                 labels: Some(c.labels()),
                 annotations: c.annotations(BTreeMap::new()),
-                owner_references: c.owner_references(),
+                // No owner references, not even with enable_owner_references:
+                // the garbage collector would remove the credentials with the
+                // postgresql (or its owner) and defeat the deletion policy
+                // Retain. Under Delete the finalizer removes them explicitly.
+                owner_references: None,
                 ..Default::default()
             },
             type_: Some("Opaque".into()),

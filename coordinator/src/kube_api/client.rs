@@ -21,7 +21,7 @@ use kube::{Client, Resource};
 use pgherd_shared::crd::{Postgresql, PostgresqlStatus};
 use serde_json::{json, Value};
 
-use super::{ApiError, Created, Event, EventType, Kind, KubeApi, ObjectKey};
+use super::{ApiError, Created, Event, EventType, Kind, KubeApi, ObjectKey, Propagation};
 
 /// Field manager name; SSA ownership is recorded under it.
 pub const FIELD_MANAGER: &str = "pgherd-coordinator";
@@ -123,9 +123,12 @@ impl KubeApi for KubeClientApi {
         }
     }
 
-    async fn delete(&self, key: &ObjectKey) -> Result<(), ApiError> {
+    async fn delete(&self, key: &ObjectKey, propagation: Propagation) -> Result<(), ApiError> {
         let params = DeleteParams {
-            propagation_policy: Some(PropagationPolicy::Background),
+            propagation_policy: Some(match propagation {
+                Propagation::Background => PropagationPolicy::Background,
+                Propagation::Orphan => PropagationPolicy::Orphan,
+            }),
             ..Default::default()
         };
         match self

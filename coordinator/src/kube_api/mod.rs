@@ -117,6 +117,15 @@ pub enum EventType {
     Warning,
 }
 
+/// What the garbage collector does with an object's dependents on deletion.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Propagation {
+    /// Dependents are deleted in the background.
+    Background,
+    /// Dependents lose their owner reference and stay.
+    Orphan,
+}
+
 /// A Kubernetes event on the `postgresql` object.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {
@@ -134,7 +143,7 @@ pub trait KubeApi: Send + Sync + 'static {
     /// Creates `obj` unless an object of that name exists; never updates.
     async fn create(&self, key: &ObjectKey, obj: &Value) -> Result<Created, ApiError>;
     /// Deletes; a missing object is not an error.
-    async fn delete(&self, key: &ObjectKey) -> Result<(), ApiError>;
+    async fn delete(&self, key: &ObjectKey, propagation: Propagation) -> Result<(), ApiError>;
     async fn list(
         &self,
         kind: Kind,

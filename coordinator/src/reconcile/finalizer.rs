@@ -8,7 +8,7 @@ use jiff::Timestamp;
 use pgherd_shared::crd::Postgresql;
 
 use crate::config::{DeletionPolicy, OperatorConfig};
-use crate::kube_api::Kind;
+use crate::kube_api::{Kind, Propagation};
 
 /// Zalando's finalizer name, so clusters it finalised are handled too.
 pub const FINALIZER: &str = "postgres-operator.acid.zalan.do";
@@ -104,6 +104,19 @@ pub fn kinds_to_delete(policy: DeletionPolicy) -> Vec<Kind> {
         kinds.extend([Kind::Secret, Kind::PersistentVolumeClaim]);
     }
     kinds
+}
+
+/// The StatefulSet is deleted orphaning its dependents, as upstream does.
+/// With `persistent_volume_claim_retention_policy.when_deleted: delete` the
+/// StatefulSet controller makes the PVCs its dependents, and a background
+/// deletion would let the garbage collector remove the volumes even under
+/// `Retain`. Pods are deleted explicitly right after, PVCs only under
+/// `Delete`, so the deletion policy alone decides what stays.
+pub fn propagation(kind: Kind) -> Propagation {
+    match kind {
+        Kind::StatefulSet => Propagation::Orphan,
+        _ => Propagation::Background,
+    }
 }
 
 #[cfg(test)]

@@ -335,7 +335,7 @@ async fn delete<A: KubeApi>(
     for kind in finalizer::kinds_to_delete(policy) {
         for obj in ctx.api.list(kind, &namespace, &selector).await? {
             if let Some(key) = ObjectKey::of(&obj) {
-                ctx.api.delete(&key).await?;
+                ctx.api.delete(&key, finalizer::propagation(kind)).await?;
                 deleted += 1;
             }
         }

@@ -315,10 +315,15 @@ fn seed_runtime_objects(ctx: &Context<FakeApi>) {
 }
 
 async fn delete_with(policy: DeletionPolicy) -> (Context<FakeApi>, Vec<ObjectKey>) {
-    let ctx = context(OperatorConfig {
+    delete_under(OperatorConfig {
         deletion_policy: policy,
         ..Default::default()
-    });
+    })
+    .await
+}
+
+async fn delete_under(cfg: OperatorConfig) -> (Context<FakeApi>, Vec<ObjectKey>) {
+    let ctx = context(cfg);
     let pg = manifest();
     ctx.api.put_postgresql(&pg);
     resync(&ctx, &pg).await.unwrap();
@@ -340,6 +345,72 @@ async fn deletion_with_retain_keeps_volumes_and_secrets() {
         .collect();
     assert_eq!(
         names,
+        [
+            "ServiceAccount/postgres-pod",
+            "RoleBinding/postgres-pod",
+            "Secret/foo-user.acid-minimal-cluster.credentials.postgresql.acid.zalan.do",
+            "Secret/postgres.acid-minimal-cluster.credentials.postgresql.acid.zalan.do",
+            "Secret/standby.acid-minimal-cluster.credentials.postgresql.acid.zalan.do",
+            "Secret/zalando.acid-minimal-cluster.credentials.postgresql.acid.zalan.do",
+            "PersistentVolumeClaim/pgdata-acid-minimal-cluster-0",
+            "PersistentVolumeClaim/pgdata-acid-minimal-cluster-1",
+            "PersistentVolumeClaim/pgdata-other-0",
+        ]
+    );
+}
+
+/// Owner references must not undo `Retain`: the postgresql's (with
+/// `enable_owner_references`) and the StatefulSet's on its PVCs (which the
+/// StatefulSet controller adds with `when_deleted: delete`).
+#[tokio::test]
+async fn retain_survives_owner_references_and_pvc_retention_delete() {
+    let mut data = pgherd_shared::crd::operator_configuration::OperatorConfigurationData::default();
+    let mut k = pgherd_shared::crd::operator_configuration::KubernetesConfiguration {
+        enable_owner_references: Some(true),
+        ..Default::default()
+    };
+    k.persistent_volume_claim_retention_policy = Some(BTreeMap::from([(
+        "when_deleted".to_string(),
+        "delete".to_string(),
+    )]));
+    data.kubernetes = Some(k);
+    let cfg =
+        OperatorConfig::from_data(&data, crate::config::Source::OperatorConfiguration).unwrap();
+    assert!(cfg.enable_owner_references);
+    let ctx = context(cfg);
+    let pg = manifest();
+    ctx.api.put_postgresql(&pg);
+    resync(&ctx, &pg).await.unwrap();
+    seed_runtime_objects(&ctx);
+    let sts_uid = ctx.api.object(&statefulset_key()).unwrap()["metadata"]["uid"].clone();
+    for i in 0..2 {
+        let key = ObjectKey {
+            kind: Kind::PersistentVolumeClaim,
+            namespace: "db".into(),
+            name: format!("pgdata-acid-minimal-cluster-{i}"),
+        };
+        ctx.api.edit(&key, |o| {
+            o["metadata"]["ownerReferences"] =
+                json!([{"apiVersion": "apps/v1", "kind": "StatefulSet",
+                        "name": "acid-minimal-cluster", "uid": sts_uid}]);
+        });
+    }
+    let mut deleting = ctx.api.postgresql(&pg);
+    deleting.metadata.deletion_timestamp = Some(Time("2026-08-01T09:59:00Z".parse().unwrap()));
+    ctx.api.put_postgresql(&deleting);
+    assert_eq!(resync(&ctx, &pg).await.unwrap(), Done::Deleted);
+    assert!(ctx.api.writes().contains(&Write::Delete(
+        statefulset_key(),
+        crate::kube_api::Propagation::Orphan
+    )));
+    let left: Vec<String> = ctx
+        .api
+        .keys()
+        .iter()
+        .map(|k| format!("{}/{}", k.kind.name(), k.name))
+        .collect();
+    assert_eq!(
+        left,
         [
             "ServiceAccount/postgres-pod",
             "RoleBinding/postgres-pod",
