@@ -83,6 +83,14 @@ fn config_updates(
     fn apply(ctx: &Context<KubeClientApi>, parsed: Result<OperatorConfig, ConfigError>) -> bool {
         match parsed {
             Ok(cfg) if *ctx.config() != cfg => {
+                let stale = cfg.restart_only_changes(&ctx.config());
+                if !stale.is_empty() {
+                    tracing::warn!(
+                        settings = ?stale,
+                        "these settings only take effect when the coordinator restarts; \
+                         the watches keep the values it started with"
+                    );
+                }
                 tracing::info!("operator configuration changed; reconciling all clusters");
                 ctx.set_config(cfg);
                 true
@@ -159,7 +167,6 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| cfg.watched_namespace.clone());
     let cluster_labels: BTreeMap<String, String> = cfg.cluster_labels.clone();
-    let name_label = cfg.cluster_name_label.clone();
     let ctx = Arc::new(Context::new(
         KubeClientApi::new(client.clone(), settings.instance.clone()),
         cfg,
@@ -184,12 +191,16 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .join(",");
     tracing::info!(namespace = %watched, "pgherd-coordinator watching postgresql resources");
 
+    // The name label is read from the live configuration, so changing
+    // `cluster_name_label` needs no restart.
+    let mapper_ctx = ctx.clone();
     Controller::new(pgs, watcher::Config::default())
         .watches(
             statefulsets,
             watcher::Config::default().labels(&selector),
             move |sts: StatefulSet| {
                 let ns = sts.metadata.namespace.clone()?;
+                let name_label = mapper_ctx.config().cluster_name_label.clone();
                 let name = sts.metadata.labels.as_ref()?.get(&name_label)?.clone();
                 Some(ObjectRef::<Postgresql>::new(&name).within(&ns))
             },

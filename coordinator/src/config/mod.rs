@@ -462,6 +462,20 @@ impl OperatorConfig {
         }
     }
 
+    /// Settings that differ from `old` but only take effect at start: the
+    /// watches are opened once with them. Everything else applies on the
+    /// next reconcile.
+    pub fn restart_only_changes(&self, old: &OperatorConfig) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.watched_namespace != old.watched_namespace {
+            out.push("watched_namespace");
+        }
+        if self.cluster_labels != old.cluster_labels {
+            out.push("cluster_labels");
+        }
+        out
+    }
+
     /// Cluster labels plus the cluster name label: selects a cluster's objects.
     pub fn selector_labels(&self, cluster: &str) -> BTreeMap<String, String> {
         let mut l = self.cluster_labels.clone();
@@ -494,6 +508,24 @@ mod tests {
         assert!(c.enable_pgversion_env_var);
         assert!(!c.enable_master_load_balancer);
         assert_eq!(c.deletion_policy, DeletionPolicy::Retain);
+    }
+
+    #[test]
+    fn only_watch_settings_need_a_restart() {
+        let old = OperatorConfig::default();
+        let mut new = OperatorConfig {
+            docker_image: "other".into(),
+            cluster_name_label: "cluster".into(),
+            resync_period: Duration::from_secs(60),
+            ..Default::default()
+        };
+        assert_eq!(new.restart_only_changes(&old), Vec::<&str>::new());
+        new.watched_namespace = "*".into();
+        new.cluster_labels.insert("x".into(), "y".into());
+        assert_eq!(
+            new.restart_only_changes(&old),
+            ["watched_namespace", "cluster_labels"]
+        );
     }
 
     #[test]

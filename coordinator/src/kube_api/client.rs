@@ -43,7 +43,8 @@ impl KubeClientApi {
         KubeClientApi { client, recorder }
     }
 
-    fn resource(kind: Kind) -> ApiResource {
+    /// Group, version and plural of `kind`; `deploy/rbac.yaml` is checked against it.
+    pub fn resource(kind: Kind) -> ApiResource {
         match kind {
             Kind::ServiceAccount => ApiResource::erase::<ServiceAccount>(&()),
             Kind::RoleBinding => ApiResource::erase::<RoleBinding>(&()),

@@ -314,49 +314,57 @@ fn seed_runtime_objects(ctx: &Context<FakeApi>) {
         "labels": {"application": "spilo", "cluster-name": "other"}}}));
 }
 
-async fn delete_with(policy: DeletionPolicy) -> (Context<FakeApi>, Vec<ObjectKey>) {
-    delete_under(OperatorConfig {
-        deletion_policy: policy,
-        ..Default::default()
-    })
-    .await
-}
-
-async fn delete_under(cfg: OperatorConfig) -> (Context<FakeApi>, Vec<ObjectKey>) {
+/// Creates the cluster, lets `before` change the world, deletes the
+/// postgresql and reconciles once; returns `kind/name` of what is left.
+async fn delete_under(
+    cfg: OperatorConfig,
+    before: impl FnOnce(&Context<FakeApi>),
+) -> (Context<FakeApi>, Vec<String>) {
     let ctx = context(cfg);
     let pg = manifest();
     ctx.api.put_postgresql(&pg);
     resync(&ctx, &pg).await.unwrap();
     seed_runtime_objects(&ctx);
+    before(&ctx);
     let mut deleting = ctx.api.postgresql(&pg);
     deleting.metadata.deletion_timestamp = Some(Time("2026-08-01T09:59:00Z".parse().unwrap()));
     ctx.api.put_postgresql(&deleting);
     assert_eq!(resync(&ctx, &pg).await.unwrap(), Done::Deleted);
-    let left = ctx.api.keys();
+    let left = ctx
+        .api
+        .keys()
+        .iter()
+        .map(|k| format!("{}/{}", k.kind.name(), k.name))
+        .collect();
     (ctx, left)
 }
+
+async fn delete_with(policy: DeletionPolicy) -> (Context<FakeApi>, Vec<String>) {
+    let cfg = OperatorConfig {
+        deletion_policy: policy,
+        ..Default::default()
+    };
+    delete_under(cfg, |_| {}).await
+}
+
+/// What `Retain` leaves: the namespace's pod ServiceAccount and RoleBinding,
+/// the credentials and the volumes (and another cluster's volume).
+const RETAINED: [&str; 9] = [
+    "ServiceAccount/postgres-pod",
+    "RoleBinding/postgres-pod",
+    "Secret/foo-user.acid-minimal-cluster.credentials.postgresql.acid.zalan.do",
+    "Secret/postgres.acid-minimal-cluster.credentials.postgresql.acid.zalan.do",
+    "Secret/standby.acid-minimal-cluster.credentials.postgresql.acid.zalan.do",
+    "Secret/zalando.acid-minimal-cluster.credentials.postgresql.acid.zalan.do",
+    "PersistentVolumeClaim/pgdata-acid-minimal-cluster-0",
+    "PersistentVolumeClaim/pgdata-acid-minimal-cluster-1",
+    "PersistentVolumeClaim/pgdata-other-0",
+];
 
 #[tokio::test]
 async fn deletion_with_retain_keeps_volumes_and_secrets() {
     let (_, left) = delete_with(DeletionPolicy::Retain).await;
-    let names: Vec<String> = left
-        .iter()
-        .map(|k| format!("{}/{}", k.kind.name(), k.name))
-        .collect();
-    assert_eq!(
-        names,
-        [
-            "ServiceAccount/postgres-pod",
-            "RoleBinding/postgres-pod",
-            "Secret/foo-user.acid-minimal-cluster.credentials.postgresql.acid.zalan.do",
-            "Secret/postgres.acid-minimal-cluster.credentials.postgresql.acid.zalan.do",
-            "Secret/standby.acid-minimal-cluster.credentials.postgresql.acid.zalan.do",
-            "Secret/zalando.acid-minimal-cluster.credentials.postgresql.acid.zalan.do",
-            "PersistentVolumeClaim/pgdata-acid-minimal-cluster-0",
-            "PersistentVolumeClaim/pgdata-acid-minimal-cluster-1",
-            "PersistentVolumeClaim/pgdata-other-0",
-        ]
-    );
+    assert_eq!(left, RETAINED);
 }
 
 /// Owner references must not undo `Retain`: the postgresql's (with
@@ -364,76 +372,51 @@ async fn deletion_with_retain_keeps_volumes_and_secrets() {
 /// StatefulSet controller adds with `when_deleted: delete`).
 #[tokio::test]
 async fn retain_survives_owner_references_and_pvc_retention_delete() {
-    let mut data = pgherd_shared::crd::operator_configuration::OperatorConfigurationData::default();
-    let mut k = pgherd_shared::crd::operator_configuration::KubernetesConfiguration {
-        enable_owner_references: Some(true),
+    use pgherd_shared::crd::operator_configuration::{
+        KubernetesConfiguration, OperatorConfigurationData,
+    };
+    let data = OperatorConfigurationData {
+        kubernetes: Some(KubernetesConfiguration {
+            enable_owner_references: Some(true),
+            persistent_volume_claim_retention_policy: Some(BTreeMap::from([(
+                "when_deleted".to_string(),
+                "delete".to_string(),
+            )])),
+            ..Default::default()
+        }),
         ..Default::default()
     };
-    k.persistent_volume_claim_retention_policy = Some(BTreeMap::from([(
-        "when_deleted".to_string(),
-        "delete".to_string(),
-    )]));
-    data.kubernetes = Some(k);
     let cfg =
         OperatorConfig::from_data(&data, crate::config::Source::OperatorConfiguration).unwrap();
     assert!(cfg.enable_owner_references);
-    let ctx = context(cfg);
-    let pg = manifest();
-    ctx.api.put_postgresql(&pg);
-    resync(&ctx, &pg).await.unwrap();
-    seed_runtime_objects(&ctx);
-    let sts_uid = ctx.api.object(&statefulset_key()).unwrap()["metadata"]["uid"].clone();
-    for i in 0..2 {
-        let key = ObjectKey {
-            kind: Kind::PersistentVolumeClaim,
-            namespace: "db".into(),
-            name: format!("pgdata-acid-minimal-cluster-{i}"),
-        };
-        ctx.api.edit(&key, |o| {
-            o["metadata"]["ownerReferences"] =
-                json!([{"apiVersion": "apps/v1", "kind": "StatefulSet",
-                        "name": "acid-minimal-cluster", "uid": sts_uid}]);
-        });
-    }
-    let mut deleting = ctx.api.postgresql(&pg);
-    deleting.metadata.deletion_timestamp = Some(Time("2026-08-01T09:59:00Z".parse().unwrap()));
-    ctx.api.put_postgresql(&deleting);
-    assert_eq!(resync(&ctx, &pg).await.unwrap(), Done::Deleted);
+    let (ctx, left) = delete_under(cfg, |ctx| {
+        let sts_uid = ctx.api.object(&statefulset_key()).unwrap()["metadata"]["uid"].clone();
+        for i in 0..2 {
+            let key = ObjectKey {
+                kind: Kind::PersistentVolumeClaim,
+                namespace: "db".into(),
+                name: format!("pgdata-acid-minimal-cluster-{i}"),
+            };
+            ctx.api.edit(&key, |o| {
+                o["metadata"]["ownerReferences"] =
+                    json!([{"apiVersion": "apps/v1", "kind": "StatefulSet",
+                            "name": "acid-minimal-cluster", "uid": sts_uid}]);
+            });
+        }
+    })
+    .await;
     assert!(ctx.api.writes().contains(&Write::Delete(
         statefulset_key(),
         crate::kube_api::Propagation::Orphan
     )));
-    let left: Vec<String> = ctx
-        .api
-        .keys()
-        .iter()
-        .map(|k| format!("{}/{}", k.kind.name(), k.name))
-        .collect();
-    assert_eq!(
-        left,
-        [
-            "ServiceAccount/postgres-pod",
-            "RoleBinding/postgres-pod",
-            "Secret/foo-user.acid-minimal-cluster.credentials.postgresql.acid.zalan.do",
-            "Secret/postgres.acid-minimal-cluster.credentials.postgresql.acid.zalan.do",
-            "Secret/standby.acid-minimal-cluster.credentials.postgresql.acid.zalan.do",
-            "Secret/zalando.acid-minimal-cluster.credentials.postgresql.acid.zalan.do",
-            "PersistentVolumeClaim/pgdata-acid-minimal-cluster-0",
-            "PersistentVolumeClaim/pgdata-acid-minimal-cluster-1",
-            "PersistentVolumeClaim/pgdata-other-0",
-        ]
-    );
+    assert_eq!(left, RETAINED);
 }
 
 #[tokio::test]
 async fn deletion_with_delete_leaves_nothing_labelled() {
     let (ctx, left) = delete_with(DeletionPolicy::Delete).await;
-    let names: Vec<String> = left
-        .iter()
-        .map(|k| format!("{}/{}", k.kind.name(), k.name))
-        .collect();
     assert_eq!(
-        names,
+        left,
         [
             "ServiceAccount/postgres-pod",
             "RoleBinding/postgres-pod",

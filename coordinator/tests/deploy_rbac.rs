@@ -1,0 +1,167 @@
+//! `deploy/rbac.yaml` grants the coordinator exactly the verbs its code
+//! uses, derived from the same lists the reconciler uses: nothing missing
+//! (a 403 would only show on a real cluster) and nothing extra (least
+//! privilege). Whether the API server agrees is verified only on a cluster.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use pgherd_coordinator::builders::{build_all, ExternalInputs, PlaceholderPasswords};
+use pgherd_coordinator::config::{DeletionPolicy, OperatorConfig};
+use pgherd_coordinator::kube_api::client::KubeClientApi;
+use pgherd_coordinator::kube_api::Kind;
+use pgherd_coordinator::reconcile::apply::desired_list;
+use pgherd_coordinator::reconcile::finalizer::kinds_to_delete;
+use pgherd_shared::crd::Postgresql;
+use serde::Deserialize;
+use serde_json::Value;
+
+type Grants = BTreeMap<(String, String), BTreeSet<String>>;
+
+fn cluster_role(name: &str) -> Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/rbac.yaml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let role = serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|d| Value::deserialize(d).unwrap())
+        .find(|v| v["kind"] == "ClusterRole" && v["metadata"]["name"] == name);
+    role.unwrap_or_else(|| panic!("ClusterRole {name} in deploy/rbac.yaml"))
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Verbs per (group, resource) of rules without `resourceNames`.
+fn grants(role: &Value) -> Grants {
+    let mut out = Grants::new();
+    for rule in role["rules"].as_array().unwrap() {
+        if rule.get("resourceNames").is_some() {
+            continue;
+        }
+        for group in strings(&rule["apiGroups"]) {
+            for resource in strings(&rule["resources"]) {
+                out.entry((group.clone(), resource))
+                    .or_default()
+                    .extend(strings(&rule["verbs"]));
+            }
+        }
+    }
+    out
+}
+
+fn need(n: &mut Grants, kind: Kind, verbs: &[&str]) {
+    let r = KubeClientApi::resource(kind);
+    n.entry((r.group, r.plural))
+        .or_default()
+        .extend(verbs.iter().map(|v| v.to_string()));
+}
+
+/// What the coordinator's code calls.
+fn needed() -> Grants {
+    let mut n = Grants::new();
+    let pg: Postgresql = serde_yaml_ng::from_str(
+        "metadata: {name: acid-x, namespace: db}\nspec: {teamId: acid, volume: {size: 1Gi}, numberOfInstances: 1, postgresql: {version: '17'}}",
+    )
+    .unwrap();
+    // Endpoints DCS, so the Endpoints and the -config Service are built too.
+    let cfg = OperatorConfig {
+        kubernetes_use_configmaps: false,
+        ..Default::default()
+    };
+    let built = build_all(
+        &pg,
+        &cfg,
+        "db",
+        &ExternalInputs::default(),
+        &mut PlaceholderPasswords,
+    )
+    .unwrap();
+    for d in desired_list(&built) {
+        // Every object is read first; Secrets are only created, the rest
+        // applied server-side (PATCH, which needs create for a new object).
+        let verbs: &[&str] = if d.create_only {
+            &["get", "create"]
+        } else {
+            &["get", "create", "patch"]
+        };
+        need(&mut n, d.key.kind, verbs);
+    }
+    for kind in kinds_to_delete(DeletionPolicy::Delete) {
+        need(&mut n, kind, &["list", "delete"]);
+    }
+    // Watches: the StatefulSets of the clusters and the legacy ConfigMap
+    // (which, like pod_environment_configmap, is also read with get).
+    need(&mut n, Kind::StatefulSet, &["list", "watch"]);
+    need(&mut n, Kind::ConfigMap, &["get", "list", "watch"]);
+    // pod_environment_secret is read with get (covered above).
+    let acid = |r: &str, verbs: &[&str]| {
+        (
+            ("acid.zalan.do".to_string(), r.to_string()),
+            verbs.iter().map(|v| v.to_string()).collect::<BTreeSet<_>>(),
+        )
+    };
+    n.extend([
+        // Controller watch, finalizer patch.
+        acid("postgresqls", &["get", "list", "watch", "patch"]),
+        acid("postgresqls/status", &["get", "patch"]),
+        acid("operatorconfigurations", &["get", "list", "watch"]),
+        (
+            ("events.k8s.io".into(), "events".into()),
+            ["create", "patch"].map(String::from).into(),
+        ),
+    ]);
+    n
+}
+
+#[test]
+fn coordinator_role_grants_exactly_what_the_code_uses() {
+    let granted = grants(&cluster_role("pgherd-coordinator"));
+    let needed = needed();
+    for (resource, verbs) in &needed {
+        let have = granted.get(resource).cloned().unwrap_or_default();
+        let missing: Vec<&String> = verbs.difference(&have).collect();
+        assert!(missing.is_empty(), "{resource:?} lacks {missing:?}");
+    }
+    for (resource, verbs) in &granted {
+        let used = needed.get(resource).cloned().unwrap_or_default();
+        let extra: Vec<&String> = verbs.difference(&used).collect();
+        assert!(extra.is_empty(), "{resource:?} grants unused {extra:?}");
+    }
+    // Credentials are never overwritten, and the role could not if it tried.
+    let secrets = &granted[&(String::new(), "secrets".to_string())];
+    assert!(!secrets.contains("update") && !secrets.contains("patch"));
+}
+
+#[test]
+fn binding_the_pod_role_needs_only_bind_on_it() {
+    let role = cluster_role("pgherd-coordinator");
+    let named: Vec<&Value> = role["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r.get("resourceNames").is_some())
+        .collect();
+    assert_eq!(named.len(), 1);
+    assert_eq!(strings(&named[0]["resources"]), ["clusterroles"]);
+    assert_eq!(strings(&named[0]["resourceNames"]), ["postgres-pod"]);
+    assert_eq!(strings(&named[0]["verbs"]), ["bind"]);
+    // The RoleBinding the builders make refers to that ClusterRole.
+    let pg: Postgresql = serde_yaml_ng::from_str(
+        "metadata: {name: acid-x}\nspec: {teamId: acid, volume: {size: 1Gi}, numberOfInstances: 1, postgresql: {version: '17'}}",
+    )
+    .unwrap();
+    let built = build_all(
+        &pg,
+        &OperatorConfig::default(),
+        "db",
+        &ExternalInputs::default(),
+        &mut PlaceholderPasswords,
+    )
+    .unwrap();
+    assert_eq!(built.role_binding.role_ref.kind, "ClusterRole");
+    assert_eq!(built.role_binding.role_ref.name, "postgres-pod");
+}
