@@ -157,6 +157,17 @@ fn pgbench(member: &Member, args: &[&str]) -> anyhow::Result<std::process::Outpu
     Ok(out)
 }
 
+async fn scrape(member: &Member) -> anyhow::Result<String> {
+    let url = format!("http://127.0.0.1:{}/metrics", member.metrics_port);
+    Ok(reqwest::get(&url).await?.text().await?)
+}
+
+/// The value of an unlabelled series in a Prometheus exposition.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
 fn ready_files(member: &Member) -> usize {
     std::fs::read_dir(member.data_dir().join("pg_wal/archive_status"))
         .map(|d| {
@@ -214,6 +225,24 @@ async fn archiving_keeps_up_under_load_and_survives_an_s3_outage() -> anyhow::Re
     );
     assert_eq!(failed, 0, "no archive failure under load");
     eprintln!("pgbench {load_secs}s ({tps}): {archived} segments archived, 0 failures, no backlog");
+    // Archiving went through the agent (one S3 client, look-ahead uploads), and the backup engine reports
+    // into the exporter.
+    let metrics = scrape(m).await?;
+    let pushed = sample(&metrics, "pgherd_wal_push_total").unwrap_or(0.0);
+    assert!(
+        pushed >= generated as f64,
+        "the agent archived {pushed} segments itself"
+    );
+    assert!(
+        sample(&metrics, "pgherd_backup_count").unwrap_or(0.0) >= 1.0,
+        "the catalog is reported"
+    );
+    let last = sample(&metrics, "pgherd_backup_last_success_timestamp_seconds")
+        .expect("last backup time reported");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs_f64();
+    assert!(last > 0.0 && last < now, "last backup at {last}, now {now}");
 
     // S3 outage under load: commits keep being acknowledged, archiving fails and retries.
     c.batch_execute("CREATE TABLE acked (id bigint PRIMARY KEY)")
@@ -483,5 +512,118 @@ async fn clone_without_backups_fails_and_replicas_come_from_backups() -> anyhow:
         .await?
         .get(0);
     assert_eq!(n, 1000);
+    Ok(())
+}
+
+/// Archiving the same segment twice succeeds, different content under the same name is refused, and a
+/// tampered object is detected on fetch: real S3, no cluster needed.
+#[tokio::test]
+async fn wal_push_is_idempotent_refuses_conflicts_and_fetch_verifies() -> anyhow::Result<()> {
+    let garage = Garage::start().await?;
+    let dir = tempfile::tempdir()?;
+    let envdir = dir.path().join("env");
+    std::fs::create_dir_all(&envdir)?;
+    for (k, v) in [
+        (
+            "WALG_S3_PREFIX",
+            format!("s3://{}/spilo/walpush/wal/15", garage.bucket),
+        ),
+        ("AWS_ENDPOINT", garage.endpoint()),
+        ("AWS_REGION", garage.region.clone()),
+        ("AWS_ACCESS_KEY_ID", garage.key_id.clone()),
+        ("AWS_SECRET_ACCESS_KEY", garage.secret_key.clone()),
+        ("AWS_S3_FORCE_PATH_STYLE", "true".into()),
+        ("PGHERD_BACKUP_ENGINE", "native".into()),
+    ] {
+        std::fs::write(envdir.join(k), v)?;
+    }
+    let wal = dir.path().join("pg_wal");
+    std::fs::create_dir_all(&wal)?;
+    let seg = wal.join("000000010000000000000007");
+    let content: Vec<u8> = (0..16u32 << 20).map(|i| (i % 253) as u8).collect();
+    std::fs::write(&seg, &content)?;
+    let bin = pgherd_tests::tools::agent_bin()?;
+    let run = |args: &[&std::ffi::OsStr]| {
+        std::process::Command::new(&bin)
+            .args(args)
+            .env_clear()
+            .output()
+    };
+    let push = |p: &std::path::Path| {
+        run(&[
+            "wal-push".as_ref(),
+            "--envdir".as_ref(),
+            envdir.as_os_str(),
+            p.as_os_str(),
+        ])
+    };
+
+    assert!(push(&seg)?.status.success(), "first push");
+    assert!(
+        push(&seg)?.status.success(),
+        "identical second push succeeds"
+    );
+    let mut other = content.clone();
+    other[100] ^= 1;
+    std::fs::write(&seg, &other)?;
+    let out = push(&seg)?;
+    assert!(
+        !out.status.success(),
+        "different content under the same name fails"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("already archived with different content"),
+        "{err}"
+    );
+
+    let dest = dir.path().join("RECOVERYXLOG");
+    let fetch = |name: &str| {
+        run(&[
+            "wal-fetch".as_ref(),
+            "--envdir".as_ref(),
+            envdir.as_os_str(),
+            name.as_ref(),
+            dest.as_os_str(),
+        ])
+    };
+    assert!(fetch("000000010000000000000007")?.status.success());
+    assert_eq!(
+        std::fs::read(&dest)?,
+        content,
+        "fetched content is the first push"
+    );
+    assert_eq!(
+        fetch("000000010000000000000008")?.status.code(),
+        Some(1),
+        "a missing segment is exit 1"
+    );
+
+    // Corrupt the stored object behind the engine's back: the fetch must refuse it and leave no file.
+    std::fs::remove_file(&dest)?;
+    let key = "spilo/walpush/wal/15/pgherd/wal/000000010000000000000007";
+    let s3 = garage.s3();
+    let stored = s3
+        .get_object()
+        .bucket(&garage.bucket)
+        .key(key)
+        .send()
+        .await?;
+    let meta = stored.metadata().cloned().unwrap_or_default();
+    let mut body = stored.body.collect().await?.into_bytes().to_vec();
+    let mid = body.len() / 2;
+    body[mid] ^= 0xff;
+    s3.put_object()
+        .bucket(&garage.bucket)
+        .key(key)
+        .set_metadata(Some(meta))
+        .body(body.into())
+        .send()
+        .await?;
+    let out = fetch("000000010000000000000007")?;
+    assert!(!out.status.success(), "a corrupt object is refused");
+    assert!(!dest.exists(), "nothing is written for a corrupt object");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("corrupt"), "{err}");
     Ok(())
 }
