@@ -15,16 +15,7 @@ async fn garage_serves_s3_with_the_test_key() -> anyhow::Result<()> {
         .body(ByteStream::from(body.clone()))
         .send()
         .await?;
-    let got = s3
-        .get_object()
-        .bucket(&garage.bucket)
-        .key("a/b")
-        .send()
-        .await?
-        .body
-        .collect()
-        .await?;
-    assert_eq!(got.into_bytes().as_ref(), body.as_slice());
+    assert_eq!(get(&s3, &garage.bucket, "a/b").await?, body);
 
     let wrong = garage.s3_with(&garage.key_id, &"0".repeat(64));
     assert!(
@@ -49,15 +40,15 @@ async fn garage_serves_s3_with_the_test_key() -> anyhow::Result<()> {
         "S3 is down while paused"
     );
     garage.resume().await?;
-    let got = s3
-        .get_object()
-        .bucket(&garage.bucket)
-        .key("a/b")
-        .send()
-        .await?
-        .body
-        .collect()
-        .await?;
-    assert_eq!(got.into_bytes().len(), body.len());
+    assert_eq!(
+        get(&s3, &garage.bucket, "a/b").await?,
+        body,
+        "data survived the restart"
+    );
     Ok(())
+}
+
+async fn get(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> anyhow::Result<Vec<u8>> {
+    let out = s3.get_object().bucket(bucket).key(key).send().await?;
+    Ok(out.body.collect().await?.into_bytes().to_vec())
 }
