@@ -189,7 +189,7 @@ async fn archiving_keeps_up_under_load_and_survives_an_s3_outage() -> anyhow::Re
     src.wait_ready(0, BOOT).await?;
     let m = src.member(0);
     pgbench(m, &["-i", "-s", "10", "-q"])?;
-    let load_secs = std::env::var("PGHERD_LOAD_SECONDS").unwrap_or_else(|_| "60".into());
+    let load_secs = std::env::var("PGHERD_LOAD_SECONDS").unwrap_or_else(|_| "180".into());
     let c = m.connect("postgres").await?;
     let lsn = "SELECT (pg_current_wal_lsn() - '0/0')::bigint";
     let start: i64 = c.query_one(lsn, &[]).await?.get(0);
