@@ -391,6 +391,7 @@ impl Leader {
         if from <= Phase::Resume {
             self.enter(Phase::Resume, "leaving maintenance mode")
                 .await?;
+            self.ensure_new_sysid_recorded().await?;
             dcs::set_pause(&self.member.api, false).await?;
             self.wait_replicas_streaming(Duration::from_secs(300)).await;
         }
@@ -447,6 +448,47 @@ impl Leader {
         let message = format!("upgrade from {} to {} done", self.instr.from, self.instr.to);
         self.status.finish(Outcome::Succeeded, message);
         Ok(())
+    }
+
+    /// Until the DCS `initialize` key holds the new system identifier, replicas restarted on the new data
+    /// refuse to run ("belongs to a different cluster"). The old Patroni, still running with the old
+    /// identifier cached, can write the old value back between the reset and its own restart, and a run
+    /// resumed after the point of no return never passed the reset: so reset again until the new primary
+    /// has recorded its identifier.
+    async fn ensure_new_sysid_recorded(&mut self) -> Result<()> {
+        let Some(old) = self.instr.old_sysid.clone() else {
+            return Ok(());
+        };
+        let program = crate::supervise::patroni::program(&self.env);
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            let new = self
+                .member
+                .api
+                .status()
+                .await
+                .ok()
+                .and_then(|s| s.database_system_identifier);
+            let said = dcs::cancel_initialization(
+                &program,
+                &self.member.config_path,
+                &old,
+                self.pg.run_as,
+            )?;
+            match (&new, said.strip_prefix("kept ")) {
+                (Some(new), Some(kept)) if kept == new => return Ok(()),
+                _ => tracing::info!(
+                    ?new,
+                    "waiting for the new system identifier in the DCS ({said})"
+                ),
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "the DCS initialize key does not hold the new system identifier {new:?} ({said})"
+                ));
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
     }
 
     async fn start_new_primary(&mut self) -> Result<()> {
