@@ -233,10 +233,17 @@ async fn archiving_keeps_up_under_load_and_survives_an_s3_outage() -> anyhow::Re
         pushed >= generated as f64,
         "the agent archived {pushed} segments itself"
     );
-    assert!(
-        sample(&metrics, "pgherd_backup_count").unwrap_or(0.0) >= 1.0,
-        "the catalog is reported"
-    );
+    // The first base backup runs in the background from the moment the member leads.
+    let metrics = src
+        .until(
+            Duration::from_secs(180),
+            "the backup catalog in the metrics",
+            || async {
+                let text = scrape(m).await?;
+                Ok((sample(&text, "pgherd_backup_count").unwrap_or(0.0) >= 1.0).then_some(text))
+            },
+        )
+        .await?;
     let last = sample(&metrics, "pgherd_backup_last_success_timestamp_seconds")
         .expect("last backup time reported");
     let now = std::time::SystemTime::now()

@@ -139,6 +139,22 @@ async fn fetch_native(
     dest: &Path,
     timeout: Duration,
 ) -> anyhow::Result<ExitCode> {
+    if let Ok(abs) = std::path::absolute(dest) {
+        let req = socket::Request::WalFetch {
+            envdir: envdir.to_path_buf(),
+            name: name.to_string(),
+            dest: abs,
+        };
+        if let Some(answer) = socket::request(&req).await {
+            let found = answer.found;
+            answer.into_result()?;
+            return Ok(if found == Some(true) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            });
+        }
+    }
     let store = store_for(envdir).await?;
     let found = tokio::time::timeout(timeout, wal::fetch(&store, name, dest))
         .await

@@ -43,7 +43,7 @@ pub fn spawn(
         return None;
     }
     let path = scheduler::socket_path(&configured.rw_dir);
-    let server = socket::Server::new(configured.data_dir.clone());
+    let server = socket::Server::new(configured.data_dir.clone(), owner);
     let serve_path = path.clone();
     tokio::spawn(async move {
         if let Err(e) = server.serve(serve_path, owner).await {

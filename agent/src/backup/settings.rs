@@ -26,6 +26,10 @@ pub struct Settings {
     pub region: String,
     pub force_path_style: bool,
     pub credentials: Option<(String, String)>,
+    /// IRSA / workload identity: role ARN and token file (`AWS_ROLE_ARN`, `AWS_WEB_IDENTITY_TOKEN_FILE`),
+    /// used when no static keys are given. Read from the envdir because archive commands run with
+    /// Patroni's stripped environment, where the SDK's own environment lookup would find nothing.
+    pub web_identity: Option<(String, PathBuf)>,
     /// Server-side encryption: `AES256` or `aws:kms` (with key id).
     pub sse: Option<(String, Option<String>)>,
     pub codec: Codec,
@@ -44,6 +48,7 @@ impl std::fmt::Debug for Settings {
                 "credentials",
                 &self.credentials.as_ref().map(|_| "<static>"),
             )
+            .field("web_identity", &self.web_identity)
             .field("sse", &self.sse)
             .field("codec", &self.codec)
             .finish()
@@ -89,6 +94,10 @@ impl Settings {
             (Some(_), None) => return Err(Error::Missing("AWS_SECRET_ACCESS_KEY")),
             (None, Some(_)) => return Err(Error::Missing("AWS_ACCESS_KEY_ID")),
         };
+        let web_identity = match (get("AWS_ROLE_ARN"), get("AWS_WEB_IDENTITY_TOKEN_FILE")) {
+            (Some(role), Some(file)) => Some((role.to_string(), PathBuf::from(file))),
+            _ => None,
+        };
         let sse = if truthy(get("WALG_DISABLE_S3_SSE")) || truthy(get("WALE_DISABLE_S3_SSE")) {
             None
         } else {
@@ -112,6 +121,7 @@ impl Settings {
             endpoint,
             region,
             credentials,
+            web_identity,
             sse,
             codec,
         })
@@ -207,6 +217,24 @@ mod tests {
         ]))
         .unwrap_err();
         assert!(e.to_string().starts_with("PGHERD_COMPRESSION: "), "{e}");
+    }
+
+    #[test]
+    fn web_identity_comes_from_the_envdir() {
+        let s = Settings::from_vars(&vars(&[
+            ("WALG_S3_PREFIX", "s3://b/p"),
+            ("AWS_ROLE_ARN", "arn:aws:iam::1:role/pg"),
+            ("AWS_WEB_IDENTITY_TOKEN_FILE", "/var/run/secrets/token"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            s.web_identity,
+            Some((
+                "arn:aws:iam::1:role/pg".into(),
+                "/var/run/secrets/token".into()
+            ))
+        );
+        assert_eq!(s.credentials, None);
     }
 
     #[test]

@@ -26,7 +26,15 @@ pub const SOCKET_VAR: &str = "PGHERD_SOCKET";
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum Request {
-    WalPush { envdir: PathBuf, path: PathBuf },
+    WalPush {
+        envdir: PathBuf,
+        path: PathBuf,
+    },
+    WalFetch {
+        envdir: PathBuf,
+        name: String,
+        dest: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -34,6 +42,9 @@ pub struct Response {
     pub ok: bool,
     #[serde(default)]
     pub error: Option<String>,
+    /// For fetches: whether the archive had the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub found: Option<bool>,
 }
 
 impl Response {
@@ -75,20 +86,30 @@ type Done = Arc<Mutex<BTreeSet<PathBuf>>>;
 /// children, and the agent (often root) must not become a way to upload arbitrary files.
 pub struct Server {
     data_dir: PathBuf,
+    /// The postgres user: files the agent writes into pg_wal must be Postgres's to recycle.
+    owner: Option<(u32, u32)>,
     stores: Mutex<BTreeMap<PathBuf, Store>>,
     done: Done,
+    /// Look-ahead uploads still running: a request for one of them waits for it instead of uploading again.
+    inflight: Done,
     lookahead: Arc<Semaphore>,
 }
 
-/// Parallel uploads ahead of the requested segment.
+/// Parallel uploads ahead of the requested segment (and parallel downloads ahead of recovery).
 const LOOKAHEAD: usize = 4;
 
+/// Segments fetched ahead of recovery, and where they wait (inside pg_wal, as WAL-E's prefetch did).
+const READ_AHEAD: usize = 8;
+const PREFETCH_DIR: &str = ".pgherd-prefetch";
+
 impl Server {
-    pub fn new(data_dir: PathBuf) -> Arc<Self> {
+    pub fn new(data_dir: PathBuf, owner: Option<(u32, u32)>) -> Arc<Self> {
         Arc::new(Self {
             data_dir,
+            owner,
             stores: Mutex::new(BTreeMap::new()),
             done: Arc::new(Mutex::new(BTreeSet::new())),
+            inflight: Arc::new(Mutex::new(BTreeSet::new())),
             lookahead: Arc::new(Semaphore::new(LOOKAHEAD)),
         })
     }
@@ -108,6 +129,8 @@ impl Server {
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
         }
         let _ = std::fs::remove_file(&path);
+        // Read-ahead from an earlier run may belong to another archive (a clone's source): start empty.
+        let _ = std::fs::remove_dir_all(self.data_dir.join("pg_wal").join(PREFETCH_DIR));
         let listener = UnixListener::bind(&path)?;
         if let Some((uid, gid)) = owner {
             std::os::unix::fs::chown(&path, Some(uid), Some(gid))?;
@@ -135,6 +158,7 @@ impl Server {
                         Response {
                             ok: true,
                             error: None,
+                            found: None,
                         }
                     }
                     Err(e) => {
@@ -142,13 +166,29 @@ impl Server {
                         Response {
                             ok: false,
                             error: Some(format!("{e:#}")),
+                            found: None,
                         }
                     }
+                }
+            }
+            Ok(Request::WalFetch { envdir, name, dest }) => {
+                match self.clone().wal_fetch(envdir, name, dest).await {
+                    Ok(found) => Response {
+                        ok: true,
+                        error: None,
+                        found: Some(found),
+                    },
+                    Err(e) => Response {
+                        ok: false,
+                        error: Some(format!("{e:#}")),
+                        found: None,
+                    },
                 }
             }
             Err(e) => Response {
                 ok: false,
                 error: Some(format!("bad request: {e}")),
+                found: None,
             },
         };
         let mut out = serde_json::to_string(&response)?;
@@ -182,18 +222,107 @@ impl Server {
     async fn wal_push(self: Arc<Self>, envdir: PathBuf, path: PathBuf) -> anyhow::Result<()> {
         let real = self.check_path(&path)?;
         let store = self.store(&envdir).await?;
+        // A look-ahead upload of this very file may be running: wait for it rather than upload twice.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+        while self.inflight.lock().await.contains(&real) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let already = self.done.lock().await.remove(&real);
         if !already {
             tokio::time::timeout(Duration::from_secs(300), wal::push(&store, &real)).await??;
         }
         if let Some(pg_wal) = real.parent() {
-            self.clone().upload_ahead(store, pg_wal.to_path_buf()).await;
+            self.clone()
+                .upload_ahead(store, pg_wal.to_path_buf(), real.clone())
+                .await;
         }
         Ok(())
     }
 
-    /// Starts uploads of the oldest `.ready` segments that are not yet in flight or done.
-    async fn upload_ahead(self: Arc<Self>, store: Store, pg_wal: PathBuf) {
+    /// Restores one WAL file for restore_command: from the read-ahead cache when it is already there,
+    /// otherwise from S3; then starts fetching the next segments into the cache, so recovery replays at
+    /// the speed of the network instead of one request round trip per 16 MiB.
+    async fn wal_fetch(
+        self: Arc<Self>,
+        envdir: PathBuf,
+        name: String,
+        dest: PathBuf,
+    ) -> anyhow::Result<bool> {
+        anyhow::ensure!(wal::valid_name(&name), "{name:?} is not a WAL file name");
+        let parent = dest.parent().map(Path::to_path_buf).unwrap_or_default();
+        let pg_wal = self.check_path(&parent)?;
+        let dest = pg_wal.join(dest.file_name().unwrap_or_default());
+        let store = self.store(&envdir).await?;
+        let cache = pg_wal.join(PREFETCH_DIR);
+        let cached = cache.join(&name);
+        let found = if cached.exists() {
+            std::fs::rename(&cached, &dest)?;
+            true
+        } else {
+            tokio::time::timeout(Duration::from_secs(300), wal::fetch(&store, &name, &dest))
+                .await??
+        };
+        if found {
+            self.chown(&dest);
+            if name.len() == 24 {
+                self.clone().read_ahead(store, name, cache).await;
+            }
+        }
+        Ok(found)
+    }
+
+    fn chown(&self, path: &Path) {
+        if let Some((uid, gid)) = self.owner {
+            let _ = std::os::unix::fs::chown(path, Some(uid), Some(gid));
+        }
+    }
+
+    /// Fetches the next archived segments after `name` into `cache` (in the background, bounded), and drops
+    /// cached segments recovery has already passed.
+    async fn read_ahead(self: Arc<Self>, store: Store, name: String, cache: PathBuf) {
+        if let Ok(entries) = std::fs::read_dir(&cache) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().as_ref() < name.as_str() {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        let prefix = format!("{}/wal/", store.settings().root());
+        let next = match store
+            .list_after(&prefix, &format!("{prefix}{name}"), READ_AHEAD as i32)
+            .await
+        {
+            Ok(keys) => keys,
+            Err(e) => return tracing::debug!("WAL read-ahead listing failed: {e}"),
+        };
+        if std::fs::create_dir_all(&cache).is_err() {
+            return;
+        }
+        self.chown(&cache);
+        for key in next {
+            let file = key[prefix.len()..].to_string();
+            if file.len() != 24 || !wal::valid_name(&file) || cache.join(&file).exists() {
+                continue;
+            }
+            let Ok(permit) = self.lookahead.clone().try_acquire_owned() else {
+                return;
+            };
+            let (store, me, target) = (store.clone(), self.clone(), cache.join(&file));
+            tokio::spawn(async move {
+                let _permit = permit;
+                match wal::fetch(&store, &file, &target).await {
+                    Ok(_) => me.chown(&target),
+                    Err(e) => tracing::debug!(
+                        "WAL read-ahead of {file} failed (fetched on demand instead): {e}"
+                    ),
+                }
+            });
+        }
+    }
+
+    /// Starts uploads of the oldest `.ready` segments that are not yet in flight or done. `current` (just
+    /// archived; its `.ready` file is renamed only after we answer) is skipped.
+    async fn upload_ahead(self: Arc<Self>, store: Store, pg_wal: PathBuf, current: PathBuf) {
         let Ok(entries) = std::fs::read_dir(pg_wal.join("archive_status")) else {
             return;
         };
@@ -208,24 +337,30 @@ impl Server {
             .collect();
         ready.sort();
         for name in ready.into_iter().take(LOOKAHEAD * 2) {
+            let file = pg_wal.join(&name);
+            if file == current || self.done.lock().await.contains(&file) {
+                continue;
+            }
             let Ok(permit) = self.lookahead.clone().try_acquire_owned() else {
                 return;
             };
-            let file = pg_wal.join(&name);
-            if self.done.lock().await.contains(&file) {
+            if !self.inflight.lock().await.insert(file.clone()) {
                 continue;
             }
-            let (store, done) = (store.clone(), self.done.clone());
+            let (store, done, inflight) = (store.clone(), self.done.clone(), self.inflight.clone());
             tokio::spawn(async move {
                 let _permit = permit;
                 match wal::push(&store, &file).await {
                     Ok(_) => {
-                        done.lock().await.insert(file);
+                        done.lock().await.insert(file.clone());
                     }
-                    Err(e) => tracing::debug!(
-                        "look-ahead upload of {name} failed (Postgres will retry): {e}"
-                    ),
+                    Err(e) => {
+                        tracing::debug!(
+                            "look-ahead upload of {name} failed (Postgres will retry): {e}"
+                        )
+                    }
                 }
+                inflight.lock().await.remove(&file);
             });
         }
     }

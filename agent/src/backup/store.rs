@@ -64,6 +64,23 @@ impl Store {
             loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
                 id, secret, None, None, "envdir",
             ));
+        } else if let Some((role_arn, token_file)) = &settings.web_identity {
+            use aws_config::web_identity_token::{
+                StaticConfiguration, WebIdentityTokenCredentialsProvider,
+            };
+            let provider_config = aws_config::provider_config::ProviderConfig::default()
+                .with_region(Some(aws_sdk_s3::config::Region::new(
+                    settings.region.clone(),
+                )));
+            let provider = WebIdentityTokenCredentialsProvider::builder()
+                .configure(&provider_config)
+                .static_configuration(StaticConfiguration {
+                    web_identity_token_file: token_file.clone(),
+                    role_arn: role_arn.clone(),
+                    session_name: "pgherd".into(),
+                })
+                .build();
+            loader = loader.credentials_provider(provider);
         }
         if let Some(endpoint) = &settings.endpoint {
             loader = loader.endpoint_url(endpoint);
@@ -271,6 +288,30 @@ impl Store {
             Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
             Err(e) => Err(self.err("GetObject", key, e)),
         }
+    }
+
+    /// Up to `max` object keys under `prefix` that sort after `start_after` (read-ahead of WAL).
+    pub async fn list_after(
+        &self,
+        prefix: &str,
+        start_after: &str,
+        max: i32,
+    ) -> Result<Vec<String>, Error> {
+        let out = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.settings.bucket)
+            .prefix(prefix)
+            .start_after(start_after)
+            .max_keys(max)
+            .send()
+            .await
+            .map_err(|e| self.err("ListObjectsV2", prefix, e))?;
+        Ok(out
+            .contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_string))
+            .collect())
     }
 
     /// Every object under `prefix`.

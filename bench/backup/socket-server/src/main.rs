@@ -10,6 +10,6 @@ async fn main() -> anyhow::Result<()> {
     let (Some(data_dir), Some(socket)) = (args.next(), args.next()) else {
         anyhow::bail!("usage: pgherd-bench-socket-server DATA_DIR SOCKET");
     };
-    let server = pgherd_agent::backup::socket::Server::new(PathBuf::from(data_dir));
+    let server = pgherd_agent::backup::socket::Server::new(PathBuf::from(data_dir), None);
     server.serve(PathBuf::from(socket), None).await
 }
