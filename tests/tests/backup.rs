@@ -634,3 +634,45 @@ async fn wal_push_is_idempotent_refuses_conflicts_and_fetch_verifies() -> anyhow
     assert!(err.contains("corrupt"), "{err}");
     Ok(())
 }
+
+/// CLONE_WITH_BASEBACKUP copies a running cluster (Spilo's clone_with_basebackup.py contract) and the
+/// clone then lives on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clone_with_basebackup_copies_a_running_cluster() -> anyhow::Result<()> {
+    let etcd = Etcd::start().await?;
+    let garage = Garage::start().await?;
+    let src = Cluster::start(spec_with_s3("bbsrc", 1, &garage)?, &etcd.host())?;
+    src.wait_ready(0, BOOT).await?;
+    let s = src.member(0);
+    let c = s.connect("postgres").await?;
+    c.batch_execute(
+        "CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 5000) g",
+    )
+    .await?;
+    let expected = checksum(&c).await?;
+
+    let mut spec = spec_with_s3("bbclone", 1, &garage)?;
+    for (k, v) in [
+        ("CLONE_METHOD", "CLONE_WITH_BASEBACKUP".to_string()),
+        ("CLONE_SCOPE", "bbsrc".into()),
+        ("CLONE_HOST", "127.0.0.1".into()),
+        ("CLONE_PORT", s.pg_port.to_string()),
+        ("CLONE_USER", "standby".into()),
+        ("CLONE_PASSWORD", s.env()["PGPASSWORD_STANDBY"].clone()),
+    ] {
+        spec.extra_env.insert(k.into(), v);
+    }
+    let clone = Cluster::start(spec, &etcd.host())?;
+    clone.wait_ready(0, BOOT).await?;
+    let cc = clone.member(0).connect("postgres").await?;
+    assert_eq!(
+        checksum(&cc).await?,
+        expected,
+        "the clone has the source's data"
+    );
+    cc.batch_execute("INSERT INTO t VALUES (0, 'clone only')")
+        .await?;
+    let n: i64 = c.query_one("SELECT count(*) FROM t", &[]).await?.get(0);
+    assert_eq!(n, 5000, "the source is unaffected by writes to the clone");
+    Ok(())
+}
