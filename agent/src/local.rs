@@ -189,6 +189,12 @@ mod tests {
         );
         assert_eq!(l.superuser, "zalando");
         assert_eq!(l.api_url.as_deref(), Some("http://127.0.0.1:8009"));
+        let tls = json!({"restapi": {"listen": ":8008", "certfile": "/c"}, "postgresql": {"listen": "*:1", "data_dir": "/d"}});
+        assert_eq!(
+            Local::from_value(&tls).unwrap().api_url,
+            None,
+            "the agent's client speaks no TLS"
+        );
         assert_eq!(
             l.program("pg_basebackup"),
             PathBuf::from("/usr/lib/postgresql/15/bin/pg_basebackup")

@@ -154,33 +154,19 @@ pub fn read_query_files(path: &Path) -> Result<Vec<(String, String)>, Error> {
         .collect()
 }
 
-/// Patroni's REST API on loopback, from `restapi.listen` of the rendered config. `None` when the config
-/// cannot be read or the API uses TLS (the agent's HTTP client is built without TLS).
+/// Patroni's REST API on loopback, from the rendered config (see [`crate::local::Local::api_url`]). `None`
+/// when the config cannot be read or the API uses TLS (the agent's HTTP client is built without TLS).
 pub fn patroni_api(config: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(config).ok()?;
-    let doc: serde_json::Value = serde_yaml_ng::from_str(&text).ok()?;
-    api_from_config(&doc)
-}
-
-fn api_from_config(doc: &serde_json::Value) -> Option<String> {
-    let restapi = &doc["restapi"];
-    if restapi["certfile"].is_string() {
+    let local = crate::local::Local::load(config).ok()?;
+    if local.api_url.is_none() {
         tracing::warn!("Patroni's REST API uses TLS: the pgherd_patroni_* series are not exported");
-        return None;
     }
-    let port: u16 = restapi["listen"]
-        .as_str()?
-        .rsplit(':')
-        .next()?
-        .parse()
-        .ok()?;
-    Some(format!("http://127.0.0.1:{port}"))
+    local.api_url
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     use crate::testutil::map as env;
 
@@ -226,18 +212,5 @@ mod tests {
         let texts: Vec<&str> = files.iter().map(|(_, t)| t.as_str()).collect();
         assert_eq!(texts, ["a", "b"]);
         assert!(read_query_files(&d.path().join("missing")).is_err());
-    }
-
-    #[test]
-    fn patroni_api_from_listen() {
-        assert_eq!(
-            api_from_config(&json!({"restapi": {"listen": ":8008"}})).as_deref(),
-            Some("http://127.0.0.1:8008")
-        );
-        assert_eq!(
-            api_from_config(&json!({"restapi": {"listen": ":8008", "certfile": "/c"}})),
-            None
-        );
-        assert_eq!(api_from_config(&json!({})), None);
     }
 }
