@@ -2,10 +2,13 @@
 //! files atomically and drops stale ones, TLS material is kept or written verbatim, and the CLI reports one
 //! line with a non-zero exit code.
 
+mod common;
+
+use common::{file_mode as mode, files_under};
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use pgherd_agent::configure::{self, Args};
@@ -41,27 +44,6 @@ fn args(root: &Path) -> Args {
         ip: Some("10.0.0.7".into()),
         listen_ip: Some("0.0.0.0".into()),
     }
-}
-
-fn mode(path: &Path) -> u32 {
-    fs::metadata(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .mode()
-        & 0o7777
-}
-
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in fs::read_dir(dir).into_iter().flatten() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            out.extend(files_under(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out.sort();
-    out
 }
 
 #[test]

@@ -4,9 +4,11 @@
 //! Spilo's crontab. Every deviation transform must match at least once across the cases, so a deviation that
 //! stops applying (or a fixture that stops exercising it) fails the test instead of rotting silently.
 
+mod common;
+
+use common::{file_mode, files_under};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -28,31 +30,6 @@ fn read_env_file(path: &Path) -> BTreeMap<String, String> {
             (k.to_string(), v.to_string())
         })
         .collect()
-}
-
-fn file_mode(path: &Path) -> u32 {
-    fs::metadata(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .mode()
-        & 0o7777
-}
-
-/// Regular files below `dir`, recursively (empty when it does not exist).
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(entries) = fs::read_dir(dir) else {
-        return out;
-    };
-    for entry in entries {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            out.extend(files_under(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out.sort();
-    out
 }
 
 /// The repository's Python with PyYAML: Patroni reads postgres.yml with PyYAML (YAML 1.1), so that is the
