@@ -337,6 +337,45 @@ const DEVIATIONS: &[Deviation] = &[
         },
     },
     Deviation {
+        name: "clone_with_wale replays WAL itself: recovery_conf becomes command arguments",
+        apply: |e| {
+            let Some(clone) = e
+                .config
+                .pointer_mut("/bootstrap/clone_with_wale")
+                .and_then(Value::as_object_mut)
+            else {
+                return 0;
+            };
+            let Some(Value::Object(recovery)) = clone.remove("recovery_conf") else {
+                return 0;
+            };
+            assert_eq!(recovery["recovery_target_action"], "promote", "pausing stays with Patroni");
+            let mut args = String::new();
+            for (key, value) in &recovery {
+                match (key.as_str(), value.as_str()) {
+                    ("recovery_target_timeline", Some("latest")) | ("recovery_target_action", _) => {}
+                    // Already an argument of Spilo's command line.
+                    ("recovery_target_time", Some(_)) => {}
+                    ("recovery_target_timeline", Some(t)) => {
+                        args.push_str(&format!(" --recovery-target-timeline=\"{t}\""))
+                    }
+                    ("recovery_target_inclusive", _) => {
+                        args.push_str(" --recovery-target-inclusive=false")
+                    }
+                    ("restore_command", Some(c)) => {
+                        args.push_str(&format!(" --restore-command='{c}'"))
+                    }
+                    other => panic!("unexpected recovery_conf entry {other:?}"),
+                }
+            }
+            match clone.get_mut("command") {
+                Some(Value::String(command)) => command.push_str(&args),
+                other => panic!("clone_with_wale.command is {other:?}"),
+            }
+            1
+        },
+    },
+    Deviation {
         name: "clone_with_basebackup is pgherd-agent clone-with-basebackup",
         apply: |e| {
             rewrite(e, &["bootstrap", "clone_with_basebackup", "command"], |s| {

@@ -17,6 +17,8 @@ use super::engine::{self, Engine};
 use super::restore;
 use super::settings::Settings;
 use super::store::Store;
+use crate::upgrade::clone::{self, Restored};
+use crate::upgrade::private::Recovery;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct CloneArgs {
@@ -29,6 +31,18 @@ pub struct CloneArgs {
     pub recovery_target_lsn: Option<String>,
     #[arg(long)]
     pub recovery_target_xid: Option<u64>,
+    #[arg(long, default_value = "latest")]
+    pub recovery_target_timeline: String,
+    /// Stop just after (true) or just before (false) the target.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub recovery_target_inclusive: bool,
+    /// restore_command for the replay; default: this agent's `restore-command` on `--envdir`.
+    #[arg(long)]
+    pub restore_command: Option<String>,
+    /// Patroni replays the WAL after this command (pause at the target, or a recovery_conf from
+    /// SPILO_CONFIGURATION): restore only. Not possible across majors.
+    #[arg(long)]
+    pub recovery_by_patroni: bool,
     #[arg(long)]
     pub scope: Option<String>,
     #[arg(long)]
@@ -177,8 +191,27 @@ pub fn clone_with_wale(args: CloneArgs) -> anyhow::Result<ExitCode> {
             pin_version(&args.envdir, &v)?;
         }
         println!("restored {} ({} bytes) for {target}", manifest.name, manifest.size_bytes);
+        clone::finish(&args.datadir, Restored::Backup(recovery(&args)), args.recovery_by_patroni)
+            .await
+            .context("clone failed")?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// The replay the clone needs after its base backup, from the command line.
+fn recovery(args: &CloneArgs) -> Recovery {
+    let time = args.recovery_target_time.trim();
+    Recovery {
+        restore_command: args
+            .restore_command
+            .clone()
+            .unwrap_or_else(|| crate::configure::restore_command(&args.envdir, "0")),
+        target_time: (!time.is_empty()).then(|| time.to_string()),
+        target_lsn: args.recovery_target_lsn.clone(),
+        target_xid: args.recovery_target_xid.map(|x| x.to_string()),
+        target_timeline: args.recovery_target_timeline.clone(),
+        inclusive: args.recovery_target_inclusive,
+    }
 }
 
 /// After choosing a backup under a version-less prefix, point the envdir (read by restore_command for the
@@ -301,6 +334,9 @@ pub fn clone_with_basebackup(args: BasebackupCloneArgs) -> anyhow::Result<ExitCo
         args.host,
         args.port
     );
+    runtime()?
+        .block_on(clone::finish(&args.datadir, Restored::Basebackup, false))
+        .context("clone failed")?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -314,6 +350,10 @@ mod tests {
             recovery_target_time: time.into(),
             recovery_target_lsn: lsn.map(str::to_string),
             recovery_target_xid: xid,
+            recovery_target_timeline: "latest".into(),
+            recovery_target_inclusive: true,
+            restore_command: None,
+            recovery_by_patroni: false,
             scope: None,
             datadir: "/d".into(),
         }

@@ -25,6 +25,8 @@ mod walenv;
 pub mod write;
 pub mod yaml;
 
+pub use patroni::restore_command;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;

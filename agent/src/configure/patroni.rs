@@ -8,7 +8,7 @@ use std::path::Path;
 
 use serde_json::{json, Map, Value};
 
-use super::bootstrap::{CloneSource, Standby};
+use super::bootstrap::{CloneFromStorage, CloneSource, Standby};
 use super::certs::TlsFiles;
 use super::env::{Env, Legacy};
 use super::walenv::Storage;
@@ -48,6 +48,82 @@ pub fn restore_command(env_dir: &Path, timeout: &str) -> String {
         "pgherd-agent restore-command --envdir \"{}\" --timeout {timeout} \"%f\" \"%p\"",
         env_dir.display()
     )
+}
+
+/// Flag of `clone-with-wale` telling it that Patroni replays the WAL (see [`clone_with_wale`]).
+pub const RECOVERY_BY_PATRONI: &str = "--recovery-by-patroni";
+
+/// The clone command replays WAL to the target itself (and upgrades an older major afterwards), so the
+/// target goes on its command line instead of into Patroni's `recovery_conf`. Only pausing at the target
+/// stays with Patroni, as in Spilo: someone must look at the paused server before it is promoted.
+fn clone_with_wale(c: &CloneFromStorage, timeout: &str) -> Value {
+    let restore = restore_command(&c.storage.env_dir, timeout);
+    let mut command = format!(
+        "pgherd-agent clone-with-wale --envdir \"{}\" --recovery-target-time=\"{}\"",
+        c.storage.env_dir.display(),
+        c.target_time
+    );
+    if let Some(lsn) = &c.target_lsn {
+        command.push_str(&format!(" --recovery-target-lsn=\"{lsn}\""));
+    }
+    if let Some(xid) = c.target_xid {
+        command.push_str(&format!(" --recovery-target-xid={xid}"));
+    }
+    if !c.pause_at_target {
+        if c.target_timeline != "latest" {
+            command.push_str(&format!(
+                " --recovery-target-timeline=\"{}\"",
+                c.target_timeline
+            ));
+        }
+        if !c.target_inclusive {
+            command.push_str(" --recovery-target-inclusive=false");
+        }
+        command.push_str(&format!(" --restore-command='{restore}'"));
+        return json!({ "command": command });
+    }
+    let mut recovery = Map::new();
+    recovery.insert("restore_command".into(), json!(restore));
+    recovery.insert("recovery_target_timeline".into(), json!(c.target_timeline));
+    recovery.insert("recovery_target_action".into(), json!("pause"));
+    if !c.target_time.is_empty() {
+        recovery.insert("recovery_target_time".into(), json!(c.target_time));
+    }
+    if let Some(lsn) = &c.target_lsn {
+        recovery.insert("recovery_target_lsn".into(), json!(lsn));
+    }
+    if let Some(xid) = c.target_xid {
+        recovery.insert("recovery_target_xid".into(), json!(xid.to_string()));
+    }
+    if !c.target_inclusive {
+        recovery.insert("recovery_target_inclusive".into(), json!(false));
+    }
+    command.push(' ');
+    command.push_str(RECOVERY_BY_PATRONI);
+    json!({"command": command, "recovery_conf": recovery})
+}
+
+/// A `recovery_conf` that SPILO_CONFIGURATION adds to the clone makes Patroni replay WAL after the clone
+/// command: tell the command so, or the two recoveries would run one after the other.
+pub fn respect_user_recovery_conf(config: &mut Map<String, Value>) {
+    let Some(clone) = config
+        .get_mut("bootstrap")
+        .and_then(|b| b.get_mut("clone_with_wale"))
+        .and_then(Value::as_object_mut)
+    else {
+        return;
+    };
+    if !clone.contains_key("recovery_conf") {
+        return;
+    }
+    if let Some(Value::String(command)) = clone.get_mut("command") {
+        if command.starts_with("pgherd-agent clone-with-wale ")
+            && !command.contains(RECOVERY_BY_PATRONI)
+        {
+            command.push(' ');
+            command.push_str(RECOVERY_BY_PATRONI);
+        }
+    }
 }
 
 fn wale_restore(env: &Env, env_dir: &Path) -> Result<Value, Error> {
@@ -102,51 +178,8 @@ pub fn template(env: &Env, t: &Template) -> Result<Map<String, Value>, Error> {
     match t.clone {
         CloneSource::None => {}
         CloneSource::FromStorage(c) => {
-            let mut recovery = Map::new();
-            recovery.insert(
-                "restore_command".into(),
-                json!(restore_command(&c.storage.env_dir, &timeout)),
-            );
-            recovery.insert("recovery_target_timeline".into(), json!(c.target_timeline));
-            recovery.insert(
-                "recovery_target_action".into(),
-                json!(if c.pause_at_target {
-                    "pause"
-                } else {
-                    "promote"
-                }),
-            );
-            if !c.target_time.is_empty() {
-                recovery.insert("recovery_target_time".into(), json!(c.target_time));
-            }
-            if let Some(lsn) = &c.target_lsn {
-                recovery.insert("recovery_target_lsn".into(), json!(lsn));
-            }
-            if let Some(xid) = c.target_xid {
-                recovery.insert("recovery_target_xid".into(), json!(xid.to_string()));
-            }
-            let mut command = format!(
-                "pgherd-agent clone-with-wale --envdir \"{}\" --recovery-target-time=\"{}\"",
-                c.storage.env_dir.display(),
-                c.target_time
-            );
-            if let Some(lsn) = &c.target_lsn {
-                command.push_str(&format!(" --recovery-target-lsn=\"{lsn}\""));
-            }
-            if let Some(xid) = c.target_xid {
-                command.push_str(&format!(" --recovery-target-xid={xid}"));
-            }
-            if !c.target_inclusive {
-                recovery.insert("recovery_target_inclusive".into(), json!(false));
-            }
             bootstrap.insert("method".into(), json!("clone_with_wale"));
-            bootstrap.insert(
-                "clone_with_wale".into(),
-                json!({
-                    "command": command,
-                    "recovery_conf": recovery,
-                }),
-            );
+            bootstrap.insert("clone_with_wale".into(), clone_with_wale(c, &timeout));
         }
         CloneSource::Basebackup(c) => {
             bootstrap.insert("method".into(), json!("clone_with_basebackup"));

@@ -157,6 +157,7 @@ pub fn render(
     if start_local_etcd {
         config.insert("etcd".into(), json!({"host": "127.0.0.1:2379"}));
     }
+    patroni::respect_user_recovery_conf(&mut config);
     let (bin_dir, pg_version) = postprocess(&env, &mut config, &user, probe)?;
     let data_dir = data_dir(&user, &layout)?;
 

@@ -313,3 +313,54 @@ fn clone_from_basebackup_writes_pgpass() {
     assert_eq!(file(&r, "/home/postgres/.pgpass_src"), Some("h:5432:*:u:p"));
     assert_eq!(config(&r)["bootstrap"]["method"], "clone_with_basebackup");
 }
+
+#[test]
+fn clone_replays_wal_itself_unless_it_pauses_at_the_target() {
+    let clone = [
+        ("CLONE_METHOD", "CLONE_WITH_WALE"),
+        ("CLONE_WALE_S3_PREFIX", "s3://b/spilo/src/wal/15"),
+        ("CLONE_TARGET_LSN", "0/3000060"),
+        ("CLONE_TARGET_INCLUSIVE", "false"),
+    ];
+    let own = config(&render(&vars(&clone), &machine(), &Probe::default()).unwrap());
+    let c = &own["bootstrap"]["clone_with_wale"];
+    assert!(c.get("recovery_conf").is_none(), "{c}");
+    let command = c["command"].as_str().unwrap();
+    assert!(
+        command.contains(" --recovery-target-lsn=\"0/3000060\""),
+        "{command}"
+    );
+    assert!(
+        command.contains(" --recovery-target-inclusive=false"),
+        "{command}"
+    );
+    assert!(
+        command.contains(" --restore-command='pgherd-agent restore-command --envdir "),
+        "{command}"
+    );
+    assert!(!command.contains("--recovery-by-patroni"), "{command}");
+
+    let mut paused = clone.to_vec();
+    paused.push(("USE_PAUSE_AT_RECOVERY_TARGET", "true"));
+    let p = config(&render(&vars(&paused), &machine(), &Probe::default()).unwrap());
+    let c = &p["bootstrap"]["clone_with_wale"];
+    assert_eq!(c["recovery_conf"]["recovery_target_action"], "pause");
+    assert_eq!(c["recovery_conf"]["recovery_target_lsn"], "0/3000060");
+    assert!(c["command"]
+        .as_str()
+        .unwrap()
+        .ends_with(" --recovery-by-patroni"));
+
+    let mut user = clone.to_vec();
+    user.push((
+        "SPILO_CONFIGURATION",
+        "{bootstrap: {clone_with_wale: {recovery_conf: {recovery_min_apply_delay: '0'}}}}",
+    ));
+    let u = config(&render(&vars(&user), &machine(), &Probe::default()).unwrap());
+    let c = &u["bootstrap"]["clone_with_wale"];
+    assert_eq!(c["recovery_conf"]["recovery_min_apply_delay"], "0");
+    assert!(c["command"]
+        .as_str()
+        .unwrap()
+        .ends_with(" --recovery-by-patroni"));
+}

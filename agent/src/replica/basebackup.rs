@@ -5,7 +5,6 @@
 //! `pg_basebackup -X stream` gives the same guarantee (the copy is consistent without the archive) with one
 //! process and no segment-size assumptions, so that is what this runs, with Spilo's retry contract.
 
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, ExitCode};
 use std::time::Duration;
@@ -53,13 +52,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         remove_data_dir(&args.patroni.datadir)?;
         let mut cmd = command(&program, &args)?;
         // If Patroni cancels us, pg_basebackup must not keep copying into a directory nobody owns.
-        // SAFETY: only an async-signal-safe prctl between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
-                    .map_err(std::io::Error::from)
-            });
-        }
+        crate::supervise::children::die_with_parent(&mut cmd, nix::sys::signal::Signal::SIGTERM);
         let status = cmd
             .status()
             .with_context(|| format!("running {}", program.display()))?;

@@ -15,6 +15,18 @@ use std::sync::Mutex;
 use nix::sys::wait::WaitStatus;
 use tokio::sync::oneshot;
 
+/// Makes `cmd`'s process receive `signal` when the thread that started it dies, so nothing the agent
+/// starts (Patroni, a backup, a private server during a clone) runs on unsupervised after the agent is
+/// gone. Call it after setting the uid: changing credentials resets the parent-death signal.
+pub fn die_with_parent(cmd: &mut Command, signal: nix::sys::signal::Signal) {
+    // SAFETY: only an async-signal-safe prctl between fork and exec; the closure allocates nothing.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(cmd, move || {
+            nix::sys::prctl::set_pdeathsig(signal).map_err(std::io::Error::from)
+        });
+    }
+}
+
 #[derive(Default)]
 struct Registry {
     waiting: HashMap<i32, oneshot::Sender<ExitStatus>>,
@@ -71,13 +83,7 @@ pub async fn output(mut cmd: Command) -> std::io::Result<Output> {
             None => None,
             Some(registry) => {
                 // If the agent dies, its children (a backup in progress) must not run on unsupervised.
-                // SAFETY: only an async-signal-safe prctl between fork and exec.
-                unsafe {
-                    std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-                        nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
-                            .map_err(std::io::Error::from)
-                    });
-                }
+                die_with_parent(&mut cmd, nix::sys::signal::Signal::SIGTERM);
                 let mut child = cmd.spawn()?;
                 let (tx, rx) = oneshot::channel();
                 registry.waiting.insert(child.id() as i32, tx);

@@ -30,7 +30,8 @@ fn spilo_keeps(name: &str) -> bool {
 }
 
 /// Variables of pgherd's own that children need to behave like the agent.
-const PGHERD_PASSTHROUGH: [&str; 2] = ["PGHERD_LOG_FORMAT", "RUST_LOG"];
+/// `PGHERD_PG_BIN_DIRS` locates an older major for a clone that upgrades during the bootstrap.
+const PGHERD_PASSTHROUGH: [&str; 3] = ["PGHERD_LOG_FORMAT", "RUST_LOG", "PGHERD_PG_BIN_DIRS"];
 
 /// Where Patroni and its children find things: the agent binary (prepended to PATH), the PostgreSQL
 /// binaries of the configured major (appended, as the Spilo image's PATH has them) and the rendered config.

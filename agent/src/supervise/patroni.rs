@@ -60,14 +60,7 @@ pub fn spawn(launch: &Launch) -> anyhow::Result<u32> {
     if let Some(r) = launch.run_as {
         cmd.uid(r.uid.as_raw()).gid(r.gid.as_raw());
     }
-    // SAFETY: prctl is async-signal-safe; the closure runs after the uid change (which would reset
-    // the parent-death signal) and touches no allocator or lock.
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
-                .map_err(std::io::Error::from)
-        });
-    }
+    super::children::die_with_parent(&mut cmd, nix::sys::signal::Signal::SIGTERM);
     let mut child = cmd
         .spawn()
         .with_context(|| format!("starting Patroni ({})", launch.program.display()))?;

@@ -44,12 +44,6 @@ impl Leader {
         }
     }
 
-    fn work_dir(&self) -> PathBuf {
-        self.pg
-            .root()
-            .join(format!("{}_upgrade", self.pg.data_name()))
-    }
-
     async fn enter(&mut self, phase: Phase, message: &str) -> Result<()> {
         self.instr.phase = phase;
         self.status.phase(phase, message);
@@ -89,7 +83,7 @@ impl Leader {
         }
         if !problems.is_empty() {
             let _ = self.pg.remove_dir(&self.pg.new_data());
-            let _ = self.pg.remove_dir(&self.work_dir());
+            let _ = self.pg.remove_dir(&self.pg.work_dir());
             let message = format!(
                 "pre-check failed, nothing was changed: {}",
                 problems.join("; ")
@@ -133,92 +127,13 @@ impl Leader {
     /// `pg_upgrade --check` against the running old server. The only files written are `<data>_new`.
     async fn prepare_new_cluster(&mut self) -> Result<()> {
         let c = self.pg.connect("postgres").await?;
-        let q = |e: tokio_postgres::Error| {
-            format!("reading the cluster's settings: {}", pg::db_error(&e))
-        };
-        let row = c
-            .query_one(
-                "SELECT datcollate, datctype, pg_encoding_to_char(encoding), current_setting('data_checksums'), \
-                 (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'), (SELECT rolname FROM pg_authid WHERE oid = 10)::text \
-                 FROM pg_database WHERE datname = 'template1'",
-                &[],
-            )
-            .await
-            .map_err(q)?;
-        let (collate, ctype, encoding, checksums, segsize, su): (
-            String,
-            String,
-            String,
-            String,
-            i64,
-            String,
-        ) = (
-            row.get(0),
-            row.get(1),
-            row.get(2),
-            row.get(3),
-            row.get(4),
-            row.get(5),
-        );
-        self.pg.local.superuser = su;
-        let new = self.pg.new_data();
-        self.pg.remove_dir(&new)?;
-        let work = self.work_dir();
-        self.pg.remove_dir(&work)?;
-        std::fs::create_dir_all(&work).map_err(|e| format!("creating {}: {e}", work.display()))?;
-        self.pg.chown(&work)?;
-        let mut initdb = self.pg.command(self.pg.new_program("initdb"));
-        initdb
-            .arg("-D")
-            .arg(&new)
-            .args([
-                "-U",
-                &self.pg.local.superuser,
-                "--encoding",
-                &encoding,
-                "--lc-collate",
-                &collate,
-                "--lc-ctype",
-                &ctype,
-            ])
-            .arg(format!("--wal-segsize={}", segsize >> 20))
-            .current_dir(&work);
-        if checksums == "on" {
-            initdb.arg("--data-checksums");
-        }
-        self.pg.run("initdb of the new cluster", initdb)?;
-        self.pg_upgrade(true)
+        let settings = pg::ClusterSettings::read(&c).await?;
+        self.pg.local.superuser = settings.superuser.clone();
+        self.pg.init_new_cluster(&settings)?;
+        self.pg
+            .pg_upgrade(true, "")
             .await
             .map_err(|e| format!("pg_upgrade --check failed: {e}"))
-    }
-
-    async fn pg_upgrade(&self, check: bool) -> Result<()> {
-        let port = self.pg.local.port;
-        let jobs = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .to_string();
-        let mut cmd = self.pg.command(self.pg.new_program("pg_upgrade"));
-        cmd.arg("-b")
-            .arg(&self.pg.old_bin)
-            .arg("-B")
-            .arg(&self.pg.new_bin)
-            .arg("-d")
-            .arg(self.pg.data())
-            .arg("-D")
-            .arg(self.pg.new_data())
-            .args(["-U", &self.pg.local.superuser, "-j", &jobs, "--link"])
-            .arg("-s")
-            .arg(self.work_dir())
-            .args(["-p", &port.to_string(), "-P", &(port + 1).to_string()])
-            .args(["-o", "-c archive_mode=off", "-O", "-c archive_mode=off"])
-            .current_dir(self.work_dir());
-        if check {
-            cmd.arg("--check");
-        }
-        let pg = self.pg.clone();
-        tokio::task::spawn_blocking(move || pg.run("pg_upgrade", cmd).map(drop))
-            .await
-            .map_err(|e| e.to_string())?
     }
 
     /// Everything up to the point of no return; any error is rolled back by the caller.
@@ -259,7 +174,7 @@ impl Leader {
         .await?;
         self.enter(Phase::PgUpgrade, "running pg_upgrade --link on the primary")
             .await?;
-        self.pg_upgrade(false).await?;
+        self.pg.pg_upgrade(false, "").await?;
         let deadline = Duration::from_secs(180);
         let waiting = self
             .wait_reports(&[ReplicaState::Stopped, ReplicaState::StopFailed], deadline)
@@ -401,18 +316,7 @@ impl Leader {
                 "vacuumdb --analyze-in-stages on every database",
             )
             .await?;
-            let mut cmd = self.pg.command(self.pg.new_program("vacuumdb"));
-            cmd.args([
-                "--all",
-                "--analyze-in-stages",
-                "-U",
-                &self.pg.local.superuser,
-                "-p",
-                &self.pg.local.port.to_string(),
-            ])
-            .arg("-h")
-            .arg(self.pg.local.socket_dir());
-            if let Err(e) = self.pg.run("vacuumdb", cmd) {
+            if let Err(e) = self.pg.analyze(true) {
                 self.status.warn(e);
             }
         }
@@ -422,7 +326,9 @@ impl Leader {
                 "updating extensions to the versions of the new major",
             )
             .await?;
-            self.update_extensions().await?;
+            for warning in self.pg.update_extensions().await? {
+                self.status.warn(warning);
+            }
         }
         if from <= Phase::Backup {
             self.enter(Phase::Backup, "taking a base backup on the new major")
@@ -437,7 +343,7 @@ impl Leader {
             self.enter(Phase::Cleanup, "removing the old data directory")
                 .await?;
             self.pg.remove_dir(&self.pg.old_data())?;
-            self.pg.remove_dir(&self.work_dir())?;
+            self.pg.remove_dir(&self.pg.work_dir())?;
         }
         self.instr.outcome = Some(Outcome::Succeeded);
         self.enter(
@@ -560,27 +466,6 @@ impl Leader {
         .await
     }
 
-    async fn update_extensions(&mut self) -> Result<()> {
-        let c = self.pg.connect("postgres").await?;
-        for db in self.pg.databases(&c).await? {
-            let dc = self.pg.connect(&db).await?;
-            let rows = dc
-                .query("SELECT e.extname FROM pg_extension e JOIN pg_available_extensions a ON a.name = e.extname \
-                        WHERE a.default_version IS DISTINCT FROM e.extversion", &[])
-                .await
-                .map_err(|e| format!("listing extensions in {db}: {}", pg::db_error(&e)))?;
-            for row in rows {
-                let name: String = row.get(0);
-                let sql = format!("ALTER EXTENSION \"{}\" UPDATE", name.replace('"', "\"\""));
-                if let Err(e) = dc.batch_execute(&sql).await {
-                    self.status
-                        .warn(format!("{sql} in {db}: {}", pg::db_error(&e)));
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// Undo everything before the point of no return and bring the old major back.
     async fn rollback(&mut self, why: &str) -> Result<()> {
         tracing::error!("rolling back: {why}");
@@ -602,7 +487,7 @@ impl Leader {
         if renamed.exists() && !control.exists() {
             pg::rename(&renamed, &control)?;
         }
-        self.pg.remove_dir(&self.work_dir())?;
+        self.pg.remove_dir(&self.pg.work_dir())?;
         self.instr.outcome = Some(Outcome::RolledBack);
         self.instr.message = Some(why.to_string());
         self.status.phase(

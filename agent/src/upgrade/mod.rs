@@ -9,11 +9,13 @@
 
 mod backup;
 pub mod checks;
+pub mod clone;
 mod dcs;
 mod leader;
 pub mod member;
 pub mod pg;
 pub mod plan;
+pub mod private;
 pub mod replica;
 mod rsync;
 pub mod status;

@@ -159,6 +159,159 @@ impl Pg {
     }
 }
 
+/// What the new cluster must share with the old one for `pg_upgrade` to accept it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSettings {
+    pub collate: String,
+    pub ctype: String,
+    pub encoding: String,
+    pub checksums: bool,
+    pub wal_segment_bytes: i64,
+    /// The bootstrap superuser (OID 10), which pg_upgrade requires to have the same name on both sides.
+    pub superuser: String,
+}
+
+impl ClusterSettings {
+    pub async fn read(c: &tokio_postgres::Client) -> Result<Self> {
+        let row = c
+            .query_one(
+                "SELECT datcollate::text, datctype::text, pg_encoding_to_char(encoding)::text, current_setting('data_checksums'), \
+                 (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'), (SELECT rolname FROM pg_authid WHERE oid = 10)::text \
+                 FROM pg_database WHERE datname = 'template1'",
+                &[],
+            )
+            .await
+            .map_err(|e| format!("reading the cluster's settings: {}", db_error(&e)))?;
+        Ok(Self {
+            collate: row.get(0),
+            ctype: row.get(1),
+            encoding: row.get(2),
+            checksums: row.get::<_, String>(3) == "on",
+            wal_segment_bytes: row.get(4),
+            superuser: row.get(5),
+        })
+    }
+}
+
+impl Pg {
+    /// `<PGROOT>/<data>_upgrade`: pg_upgrade's working directory (its sockets and logs).
+    pub fn work_dir(&self) -> PathBuf {
+        self.root().join(format!("{}_upgrade", self.data_name()))
+    }
+
+    /// initdb of `<data>_new` with the new binaries and the old cluster's locale, encoding, checksums and
+    /// WAL segment size; an earlier `<data>_new` and work directory are removed first.
+    pub fn init_new_cluster(&self, s: &ClusterSettings) -> Result<()> {
+        let new = self.new_data();
+        self.remove_dir(&new)?;
+        let work = self.work_dir();
+        self.remove_dir(&work)?;
+        std::fs::create_dir_all(&work).map_err(|e| format!("creating {}: {e}", work.display()))?;
+        self.chown(&work)?;
+        let mut initdb = self.command(self.new_program("initdb"));
+        initdb
+            .arg("-D")
+            .arg(&new)
+            .args([
+                "-U",
+                &s.superuser,
+                "--encoding",
+                &s.encoding,
+                "--lc-collate",
+                &s.collate,
+                "--lc-ctype",
+                &s.ctype,
+            ])
+            .arg(format!("--wal-segsize={}", s.wal_segment_bytes >> 20))
+            .current_dir(&work);
+        if s.checksums {
+            initdb.arg("--data-checksums");
+        }
+        self.run("initdb of the new cluster", initdb).map(drop)
+    }
+
+    /// `pg_upgrade --link` (or `--check`) from the data directory to `<data>_new`. `old_options` are
+    /// extra server options for the old cluster (`-c name=value …`).
+    pub async fn pg_upgrade(&self, check: bool, old_options: &str) -> Result<()> {
+        let port = self.local.port;
+        let jobs = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .to_string();
+        let mut cmd = self.command(self.new_program("pg_upgrade"));
+        cmd.arg("-b")
+            .arg(&self.old_bin)
+            .arg("-B")
+            .arg(&self.new_bin)
+            .arg("-d")
+            .arg(self.data())
+            .arg("-D")
+            .arg(self.new_data())
+            .args(["-U", &self.local.superuser, "-j", &jobs, "--link"])
+            .arg("-s")
+            .arg(self.work_dir())
+            .args(["-p", &port.to_string(), "-P", &(port + 1).to_string()])
+            .arg("-o")
+            .arg(format!("-c archive_mode=off {old_options}").trim_end())
+            .args(["-O", "-c archive_mode=off"])
+            .current_dir(self.work_dir());
+        if check {
+            cmd.arg("--check");
+        }
+        let pg = self.clone();
+        tokio::task::spawn_blocking(move || pg.run("pg_upgrade", cmd).map(drop))
+            .await
+            .map_err(|e| e.to_string())?
+    }
+
+    /// `ALTER EXTENSION … UPDATE` wherever the new major ships a newer default version. Failures of single
+    /// extensions are returned as warnings (the data is fine; the extension keeps its old version).
+    pub async fn update_extensions(&self) -> Result<Vec<String>> {
+        let mut warnings = Vec::new();
+        let c = self.connect("postgres").await?;
+        for db in self.databases(&c).await? {
+            let dc = self.connect(&db).await?;
+            let rows = dc
+                .query("SELECT e.extname FROM pg_extension e JOIN pg_available_extensions a ON a.name = e.extname \
+                        WHERE a.default_version IS DISTINCT FROM e.extversion", &[])
+                .await
+                .map_err(|e| format!("listing extensions in {db}: {}", db_error(&e)))?;
+            for row in rows {
+                let name: String = row.get(0);
+                let sql = format!("ALTER EXTENSION \"{}\" UPDATE", name.replace('"', "\"\""));
+                if let Err(e) = dc.batch_execute(&sql).await {
+                    warnings.push(format!("{sql} in {db}: {}", db_error(&e)));
+                }
+            }
+        }
+        Ok(warnings)
+    }
+
+    /// `vacuumdb --all` collecting statistics, which pg_upgrade does not carry over. In stages when the
+    /// cluster already serves queries (rough statistics first), in one pass when nobody is waiting.
+    pub fn analyze(&self, in_stages: bool) -> Result<()> {
+        let mut cmd = self.command(self.new_program("vacuumdb"));
+        cmd.args([
+            "--all",
+            if in_stages {
+                "--analyze-in-stages"
+            } else {
+                "--analyze-only"
+            },
+            "-U",
+            &self.local.superuser,
+            "-p",
+            &self.local.port.to_string(),
+        ])
+        .arg("-h")
+        .arg(self.local.socket_dir());
+        if !in_stages {
+            let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
+            cmd.arg(format!("--jobs={jobs}"));
+        }
+        self.run("vacuumdb", cmd).map(drop)
+    }
+}
+
 /// tokio-postgres prints server errors as just "db error"; the server's message is what helps.
 pub fn db_error(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {

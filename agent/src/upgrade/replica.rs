@@ -18,20 +18,13 @@ use crate::supervise::patroni::RunAs;
 /// runs (pg_ctl, rsync …); a process of its own waits for its own children. It gets SIGTERM when the agent
 /// dies and is stopped with the agent's other descendants on shutdown.
 pub fn spawn_watcher() {
-    use std::os::unix::process::CommandExt;
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
         Err(e) => return tracing::error!("cannot start the upgrade watcher: {e}"),
     };
     let mut cmd = std::process::Command::new(exe);
     cmd.arg("upgrade-watch").stdin(std::process::Stdio::null());
-    // SAFETY: prctl is async-signal-safe and the closure allocates nothing.
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
-                .map_err(std::io::Error::from)
-        });
-    }
+    crate::supervise::children::die_with_parent(&mut cmd, nix::sys::signal::Signal::SIGTERM);
     if let Err(e) = cmd.spawn() {
         tracing::error!("cannot start the upgrade watcher: {e}");
     }

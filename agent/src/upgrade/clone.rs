@@ -1,0 +1,210 @@
+//! The end of a clone, run by the clone commands inside Patroni's bootstrap: replay WAL to the target with
+//! a private server, and when the source ran an older major, upgrade the promoted result with
+//! `pg_upgrade --link` (Spilo's `maybe_pg_upgrade.py`).
+//!
+//! Spilo let Patroni write the recovery configuration and, on an upgrade, left the new server running for
+//! Patroni to adopt. Here the data directory is handed back promoted and cleanly shut down, so Patroni
+//! starts it as a fresh primary with its own configuration, and a recovery that cannot reach its target
+//! fails the clone with PostgreSQL's own reason instead of a bootstrap that never ends.
+
+use std::path::Path;
+
+use crate::configure::version::{bin_dir_for, Major};
+use crate::local::Local;
+use crate::supervise::patroni::RunAs;
+
+use super::checks;
+use super::pg::{self, ClusterSettings, Pg};
+use super::private::{PrivateDir, PrivateServer, Recovery};
+
+/// Why a clone could not be finished; each names what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read PostgreSQL's configuration: {0}")]
+    Config(String),
+    #[error("the restored data directory {0} has no readable PG_VERSION")]
+    NoVersion(String),
+    #[error("the backup is from PostgreSQL {from}, newer than the configured {to}; clone into a cluster of version {from} or newer")]
+    Newer { from: String, to: String },
+    #[error("the backup is from PostgreSQL {version}, whose binaries are not installed ({missing}); install them or map the version in PGHERD_PG_BIN_DIRS")]
+    Binaries { version: String, missing: String },
+    #[error("USE_PAUSE_AT_RECOVERY_TARGET cannot be used when the backup is from PostgreSQL {from} and the cluster runs {to}: the upgrade needs a promoted server")]
+    PauseAcrossMajors { from: String, to: String },
+    #[error("{phase}: {message}")]
+    Step {
+        phase: &'static str,
+        message: String,
+    },
+}
+
+fn step(phase: &'static str) -> impl Fn(String) -> Error {
+    move |message| Error::Step { phase, message }
+}
+
+/// How the data directory got here, which decides what is left to do.
+#[derive(Debug, Clone)]
+pub enum Restored {
+    /// From a base backup: replay archived WAL to the target (unless Patroni is to do it, see
+    /// `recovered_by_patroni`).
+    Backup(Recovery),
+    /// Copied from a running cluster with its WAL (`pg_basebackup -X stream`): crash recovery suffices.
+    Basebackup,
+}
+
+/// Brings a restored `data` directory to a promoted, cleanly stopped cluster of the configured major.
+/// `recovered_by_patroni`: Patroni will run the recovery itself (`USE_PAUSE_AT_RECOVERY_TARGET`, or a
+/// user-supplied `recovery_conf`), which only works within one major.
+pub async fn finish(
+    data: &Path,
+    restored: Restored,
+    recovered_by_patroni: bool,
+) -> Result<(), Error> {
+    let env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
+    let mut local = Local::from_env().map_err(|e| Error::Config(e.to_string()))?;
+    local.data_dir = data.to_path_buf();
+    let new_bin = local
+        .bin_dir
+        .clone()
+        .ok_or_else(|| Error::Config("postgresql.bin_dir is not set".into()))?;
+    let to = checks::postgres_major(&new_bin.join("postgres"))
+        .ok_or_else(|| Error::Config(format!("{}/postgres does not run", new_bin.display())))?;
+    let from =
+        pg::data_version(data).ok_or_else(|| Error::NoVersion(data.display().to_string()))?;
+    let (from_major, to_major) = match (Major::parse(&from), Major::parse(&to)) {
+        (Some(f), Some(t)) => (f, t),
+        _ => return Err(Error::NoVersion(data.display().to_string())),
+    };
+    if from_major > to_major {
+        return Err(Error::Newer { from, to });
+    }
+    let upgrade = from_major < to_major;
+    if upgrade && recovered_by_patroni {
+        return Err(Error::PauseAcrossMajors { from, to });
+    }
+    let old_bin = if upgrade {
+        bin_dir_for(&env, &from_major)
+    } else {
+        new_bin.clone()
+    };
+    let mut required: Vec<(&str, &Path)> =
+        vec![("postgres", &old_bin), ("pg_controldata", &old_bin)];
+    if upgrade {
+        required.extend(
+            checks::TARGET_PROGRAMS
+                .iter()
+                .map(|p| (*p, new_bin.as_path())),
+        );
+    }
+    let missing: Vec<String> = required
+        .iter()
+        .filter(|(p, bin)| !bin.join(p).is_file())
+        .map(|(p, bin)| bin.join(p).display().to_string())
+        .collect();
+    if !missing.is_empty() {
+        let version = if upgrade && !old_bin.join("postgres").is_file() {
+            from.clone()
+        } else {
+            to.clone()
+        };
+        return Err(Error::Binaries {
+            version,
+            missing: missing.join(", "),
+        });
+    }
+    let recovery = match restored {
+        Restored::Backup(r) if !recovered_by_patroni => Some(r),
+        Restored::Backup(_) => return Ok(()),
+        // Patroni's start does the crash recovery; only an upgrade needs the server up before.
+        Restored::Basebackup if !upgrade => return Ok(()),
+        Restored::Basebackup => None,
+    };
+    let pg = Pg {
+        run_as: RunAs::postgres_if_root().map_err(|e| Error::Config(e.to_string()))?,
+        local,
+        old_bin: old_bin.clone(),
+        new_bin,
+    };
+    let dir = PrivateDir::new(&pg).map_err(step("preparing the private server"))?;
+
+    let what = if recovery.is_some() {
+        "replaying archived WAL to the clone target"
+    } else {
+        "recovering the copied cluster"
+    };
+    tracing::info!(version = %from, "{what}");
+    let mut server =
+        PrivateServer::start(&pg, &old_bin, &dir, recovery.as_ref()).map_err(step(what))?;
+    let client = server.wait_ready(what).await.map_err(step(what))?;
+    if !upgrade {
+        drop(client);
+        server.stop().map_err(step("stopping after recovery"))?;
+        tracing::info!("clone recovered and promoted; Patroni starts it");
+        return Ok(());
+    }
+    let settings = ClusterSettings::read(&client)
+        .await
+        .map_err(step("reading the cluster's settings"))?;
+    drop(client);
+    server.stop().map_err(step("stopping after recovery"))?;
+    upgrade_stopped(pg, &dir, &settings, &from, &to).await
+}
+
+/// pg_upgrade of the recovered, stopped clone, then statistics and extension updates on the new major.
+async fn upgrade_stopped(
+    mut pg: Pg,
+    dir: &PrivateDir,
+    settings: &ClusterSettings,
+    from: &str,
+    to: &str,
+) -> Result<(), Error> {
+    pg.local.superuser = settings.superuser.clone();
+    tracing::info!("upgrading the clone from PostgreSQL {from} to {to} (pg_upgrade --link)");
+    let result = async {
+        pg.init_new_cluster(settings)
+            .map_err(step("initdb of the new major"))?;
+        pg.pg_upgrade(false, &dir.isolation_options())
+            .await
+            .map_err(step("pg_upgrade"))?;
+        // ALTER SYSTEM settings belong to the cluster, as they would in a clone within one major.
+        let auto = "postgresql.auto.conf";
+        if pg.data().join(auto).is_file() {
+            std::fs::copy(pg.data().join(auto), pg.new_data().join(auto))
+                .map_err(|e| step("copying postgresql.auto.conf")(e.to_string()))?;
+        }
+        pg::rename(pg.data(), &pg.old_data()).map_err(step("switching data directories"))?;
+        pg::rename(&pg.new_data(), pg.data()).map_err(step("switching data directories"))?;
+        Ok::<(), Error>(())
+    }
+    .await;
+    if let Err(e) = result {
+        let _ = pg.remove_dir(&pg.new_data());
+        return Err(e);
+    }
+    // Link mode: the old directory shares the files and can never be started again.
+    pg.remove_dir(&pg.old_data())
+        .map_err(step("removing the old data directory"))?;
+    pg.remove_dir(&pg.work_dir())
+        .map_err(step("removing pg_upgrade's work directory"))?;
+
+    let new_bin = pg.new_bin.clone();
+    let what = "starting the new major privately";
+    let mut server = PrivateServer::start(&pg, &new_bin, dir, None).map_err(step(what))?;
+    drop(server.wait_ready(what).await.map_err(step(what))?);
+    tracing::info!("updating extensions and collecting statistics on PostgreSQL {to}");
+    for warning in server
+        .pg
+        .update_extensions()
+        .await
+        .map_err(step("updating extensions"))?
+    {
+        tracing::warn!("{warning}");
+    }
+    // Nobody queries the clone before it is handed to Patroni: one full pass, in parallel.
+    server
+        .pg
+        .analyze(false)
+        .map_err(step("collecting statistics (vacuumdb --analyze-only)"))?;
+    server.stop().map_err(step("stopping the new major"))?;
+    tracing::info!("clone upgraded to PostgreSQL {to}; Patroni starts it");
+    Ok(())
+}
