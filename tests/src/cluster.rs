@@ -94,6 +94,36 @@ impl Member {
         &self.env
     }
 
+    /// The member's WAL envdir (`WALE_ENV_DIR`).
+    pub fn envdir(&self) -> PathBuf {
+        self.dir.join("run/etc/wal-e.d/env")
+    }
+
+    /// Runs `pgherd-agent <args>` as the member's Patroni children would (same config, same envdir).
+    pub fn agent(&self, args: &[&str]) -> anyhow::Result<std::process::Output> {
+        Ok(
+            Command::new(self.dir.parent().unwrap().join("bin/pgherd-agent"))
+                .args(args)
+                .env_clear()
+                .env("PATH", "/usr/bin:/bin")
+                .env("PGHERD_PATRONI_CONFIG", self.dir.join("run/postgres.yml"))
+                .env("HOSTNAME", &self.name)
+                .output()?,
+        )
+    }
+
+    /// `pgherd-agent backup list --json` on the member's envdir.
+    pub fn backups(&self) -> anyhow::Result<Vec<serde_json::Value>> {
+        let envdir = self.envdir().display().to_string();
+        let out = self.agent(&["backup", "list", "--json", "--envdir", &envdir])?;
+        anyhow::ensure!(
+            out.status.success(),
+            "backup list failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(serde_json::from_slice(&out.stdout)?)
+    }
+
     /// A superuser connection over the member's Unix socket (`local all all trust`, as in Spilo).
     pub async fn connect(&self, db: &str) -> anyhow::Result<tokio_postgres::Client> {
         let mut cfg = tokio_postgres::Config::new();
@@ -394,4 +424,28 @@ fn merge_json(base: &mut serde_json::Value, patch: &serde_json::Value) {
         }
         (b, p) => *b = p.clone(),
     }
+}
+
+/// Switches to a new WAL segment and waits until the archiver has stored it, so everything written before
+/// is in the archive.
+pub async fn archive_now(c: &tokio_postgres::Client) -> anyhow::Result<()> {
+    let seg: String = c
+        .query_one("SELECT pg_walfile_name(pg_switch_wal())", &[])
+        .await?
+        .get(0);
+    wait::until(
+        Duration::from_secs(60),
+        "the switched WAL segment to be archived",
+        || async {
+            let row = c
+                .query_one(
+                    "SELECT coalesce(last_archived_wal, ''), failed_count FROM pg_stat_archiver",
+                    &[],
+                )
+                .await?;
+            let last: String = row.get(0);
+            Ok((last.as_str() >= seg.as_str()).then_some(()))
+        },
+    )
+    .await
 }

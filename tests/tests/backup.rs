@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use pgherd_tests::{wait, Cluster, ClusterSpec, Etcd, Garage, Member};
+use pgherd_tests::{archive_now, Cluster, ClusterSpec, Etcd, Garage, Member};
 
 const BOOT: Duration = Duration::from_secs(120);
 
@@ -14,43 +14,6 @@ fn spec_with_s3(scope: &str, members: usize, garage: &Garage) -> anyhow::Result<
     spec.extra_env
         .insert("BACKUP_SCHEDULE".into(), "0 0 1 1 *".into());
     Ok(spec)
-}
-
-/// Runs `pgherd-agent <args>` as the member's Patroni children would (same config, same envdir).
-fn agent(member: &Member, args: &[&str]) -> anyhow::Result<std::process::Output> {
-    let bin = member.dir().parent().unwrap().join("bin/pgherd-agent");
-    let out = std::process::Command::new(bin)
-        .args(args)
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .env(
-            "PGHERD_PATRONI_CONFIG",
-            member.dir().join("run/postgres.yml"),
-        )
-        .env("HOSTNAME", &member.name)
-        .output()?;
-    Ok(out)
-}
-
-fn envdir(member: &Member) -> String {
-    member
-        .dir()
-        .join("run/etc/wal-e.d/env")
-        .display()
-        .to_string()
-}
-
-async fn backups(member: &Member) -> anyhow::Result<Vec<serde_json::Value>> {
-    let out = agent(
-        member,
-        &["backup", "list", "--json", "--envdir", &envdir(member)],
-    )?;
-    anyhow::ensure!(
-        out.status.success(),
-        "backup list failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(serde_json::from_slice(&out.stdout)?)
 }
 
 /// Data checksum of table `t` (order-independent of physical layout).
@@ -64,27 +27,6 @@ async fn checksum(c: &tokio_postgres::Client) -> anyhow::Result<String> {
 }
 
 /// Switches to a new WAL segment and waits until the archiver has shipped it.
-async fn archive_now(c: &tokio_postgres::Client) -> anyhow::Result<()> {
-    let seg: String = c
-        .query_one("SELECT pg_walfile_name(pg_switch_wal())", &[])
-        .await?
-        .get(0);
-    wait::until(
-        Duration::from_secs(60),
-        "the switched WAL segment to be archived",
-        || async {
-            let row = c
-                .query_one(
-                    "SELECT coalesce(last_archived_wal, ''), failed_count FROM pg_stat_archiver",
-                    &[],
-                )
-                .await?;
-            let last: String = row.get(0);
-            Ok((last.as_str() >= seg.as_str()).then_some(()))
-        },
-    )
-    .await
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pitr_restores_the_exact_state_at_each_point() -> anyhow::Result<()> {
@@ -97,7 +39,7 @@ async fn pitr_restores_the_exact_state_at_each_point() -> anyhow::Result<()> {
     src.until(
         Duration::from_secs(90),
         "the automatic first base backup",
-        || async { Ok((!backups(leader).await?.is_empty()).then_some(())) },
+        || async { Ok((!leader.backups()?.is_empty()).then_some(())) },
     )
     .await?;
 
@@ -336,7 +278,7 @@ async fn retention_keeps_n_restorable_backups_and_killed_backups_are_never_liste
     src.until(
         Duration::from_secs(90),
         "the automatic first base backup",
-        || async { Ok((!backups(m).await?.is_empty()).then_some(())) },
+        || async { Ok((!m.backups()?.is_empty()).then_some(())) },
     )
     .await?;
     let c = m.connect("postgres").await?;
@@ -348,10 +290,15 @@ async fn retention_keeps_n_restorable_backups_and_killed_backups_are_never_liste
     )
     .await?;
 
-    let before = backups(m).await?.len();
+    let before = m.backups()?.len();
     let bin = m.dir().parent().unwrap().join("bin/pgherd-agent");
     let mut child = std::process::Command::new(&bin)
-        .args(["backup", "push", "--envdir", &envdir(m)])
+        .args([
+            "backup",
+            "push",
+            "--envdir",
+            &m.envdir().display().to_string(),
+        ])
         .env_clear()
         .env("PATH", "/usr/bin:/bin")
         .env("PGHERD_PATRONI_CONFIG", m.dir().join("run/postgres.yml"))
@@ -376,7 +323,7 @@ async fn retention_keeps_n_restorable_backups_and_killed_backups_are_never_liste
     }
     child.wait()?;
     assert_eq!(
-        backups(m).await?.len(),
+        m.backups()?.len(),
         before,
         "the killed backup is not listed"
     );
@@ -390,17 +337,14 @@ async fn retention_keeps_n_restorable_backups_and_killed_backups_are_never_liste
         )
         .await?;
         let n: i64 = c.query_one("SELECT count(*) FROM t", &[]).await?.get(0);
-        let out = agent(
-            m,
-            &[
-                "backup",
-                "push",
-                "--retain",
-                "--json",
-                "--envdir",
-                &envdir(m),
-            ],
-        )?;
+        let out = m.agent(&[
+            "backup",
+            "push",
+            "--retain",
+            "--json",
+            "--envdir",
+            &m.envdir().display().to_string(),
+        ])?;
         anyhow::ensure!(
             out.status.success(),
             "backup push {i}: {}",
@@ -413,7 +357,7 @@ async fn retention_keeps_n_restorable_backups_and_killed_backups_are_never_liste
             n,
         ));
     }
-    let kept = backups(m).await?;
+    let kept = m.backups()?;
     let kept_names: Vec<&str> = kept.iter().map(|b| b["name"].as_str().unwrap()).collect();
     assert_eq!(
         kept_names,
@@ -494,7 +438,7 @@ async fn clone_without_backups_fails_and_replicas_come_from_backups() -> anyhow:
     let leader = cluster.member(0);
     cluster
         .until(Duration::from_secs(90), "the first base backup", || async {
-            Ok((!backups(leader).await?.is_empty()).then_some(()))
+            Ok((!leader.backups()?.is_empty()).then_some(()))
         })
         .await?;
     let c = leader.connect("postgres").await?;

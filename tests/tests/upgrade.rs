@@ -9,13 +9,17 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use pgherd_tests::{tools, wait, Cluster, ClusterSpec, Etcd, Garage, Member};
+use pgherd_tests::{archive_now, tools, wait, Cluster, ClusterSpec, Etcd, Garage};
 use serde_json::{json, Value};
 
 const BOOT: Duration = Duration::from_secs(180);
 
 fn spec(scope: &str) -> anyhow::Result<ClusterSpec> {
-    let mut spec = ClusterSpec::new(scope, 3)?;
+    spec_of(scope, 3)
+}
+
+fn spec_of(scope: &str, members: usize) -> anyhow::Result<ClusterSpec> {
+    let mut spec = ClusterSpec::new(scope, members)?;
     spec.extra_env.insert(
         "PGHERD_PG_BIN_DIRS".into(),
         format!("16={}", tools::pg16_bin()?.display()),
@@ -204,24 +208,6 @@ async fn failed_prechecks_leave_a_running_15_cluster() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `pgherd-agent backup list --json` against the member's envdir.
-fn backups(m: &Member) -> anyhow::Result<Vec<Value>> {
-    let out = Command::new(m.dir().parent().unwrap().join("bin/pgherd-agent"))
-        .args(["backup", "list", "--json", "--envdir"])
-        .arg(m.dir().join("run/etc/wal-e.d/env"))
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .env("PGHERD_PATRONI_CONFIG", m.dir().join("run/postgres.yml"))
-        .env("HOSTNAME", &m.name)
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "backup list: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(serde_json::from_slice(&out.stdout)?)
-}
-
 /// The whole procedure with WAL archiving to S3 (Garage): every member ends on 16 with the same data,
 /// checksums still on, replicas streaming (brought over with rsync, not re-cloned), the WAL prefix
 /// switched to `/wal/16`, a base backup of 16 taken, the status file complete.
@@ -291,7 +277,7 @@ async fn whole_cluster_upgrade(scope: &str, patroni: PathBuf) -> anyhow::Result<
     assert_eq!(status["outcome"], "succeeded");
     assert_eq!(status["point_of_no_return_passed"], true);
     assert_eq!(status["backup"], "taken", "{status:#}");
-    let list = backups(cluster.member(new_leader))?;
+    let list = cluster.member(new_leader).backups()?;
     eprintln!("backups after the upgrade: {list:#?}");
     assert!(
         list.iter().any(|b| b["pg_version"] == "16"
@@ -426,5 +412,134 @@ async fn an_upgrade_killed_after_the_point_of_no_return_resumes() -> anyhow::Res
     let phases = status["phases"].as_array().unwrap();
     assert_eq!(phases[0]["phase"], "precheck");
     assert_eq!(phases[phases.len() - 1]["phase"], "done");
+    Ok(())
+}
+
+/// Upgrade-on-clone: a point-in-time clone of a 15 cluster's backups into a cluster configured for 16. The
+/// clone command replays the archive to the target with the 15 binaries, upgrades the result with
+/// pg_upgrade and hands Patroni a 16 primary: the data is exactly the state at the target, checksums are
+/// on, statistics exist, a replica streams and the new cluster's first backup is of 16. A clone whose 15
+/// binaries are missing fails with a message naming them and never initialises an empty cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_15_backup_is_cloned_into_a_16_cluster() -> anyhow::Result<()> {
+    let etcd = Etcd::start().await?;
+    let garage = Garage::start().await?;
+    let mut src_spec = spec_of("cusrc", 1)?;
+    src_spec.extra_env.extend(garage.spilo_env());
+    src_spec
+        .extra_env
+        .insert("BACKUP_SCHEDULE".into(), "0 0 1 1 *".into());
+    let src = Cluster::start(src_spec, &etcd.host())?;
+    src.wait_ready(0, BOOT).await?;
+    let sum = setup_data(&src, 0).await?;
+    // The automatic first backup may predate the data: the clone has to replay WAL to get it.
+    src.until(BOOT, "the first base backup", || async {
+        Ok((!src.member(0).backups()?.is_empty()).then_some(()))
+    })
+    .await?;
+    let c = src.member(0).connect("app").await?;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let target: String = c
+        .query_one("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'", &[])
+        .await?
+        .get(0);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    c.batch_execute(
+        "INSERT INTO items SELECT g, 'after the target' FROM generate_series(50001, 50100) g",
+    )
+    .await?;
+    archive_now(&c).await?;
+
+    let clone_spec = |scope: &str| -> anyhow::Result<ClusterSpec> {
+        let mut spec = spec_of(scope, 2)?;
+        spec.extra_env.extend(garage.spilo_env());
+        spec.extra_env.extend(garage.clone_env("cusrc"));
+        spec.extra_env.insert("PGVERSION".into(), "16".into());
+        spec.extra_env
+            .insert("CLONE_TARGET_TIME".into(), target.clone());
+        Ok(spec)
+    };
+    let started = Instant::now();
+    let clone = Cluster::start(clone_spec("cu16")?, &etcd.host())?;
+    clone
+        .wait_ready(1, BOOT)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", clone.logs(80)))?;
+    eprintln!("15 → 16 clone ready in {:?}", started.elapsed());
+    assert!(
+        server_versions(&clone)
+            .await?
+            .iter()
+            .all(|v| *v / 10000 == 16),
+        "not every member runs 16"
+    );
+    let leader = clone.leader().await?;
+    assert_eq!(
+        data_checksum(&clone, leader).await?,
+        sum,
+        "not the state at {target}"
+    );
+    let lc = clone.member(leader).connect("app").await?;
+    let checksums: String = lc.query_one("SHOW data_checksums", &[]).await?.get(0);
+    assert_eq!(checksums, "on");
+    let stats: i64 = lc
+        .query_one(
+            "SELECT count(*) FROM pg_stats WHERE tablename = 'items'",
+            &[],
+        )
+        .await?
+        .get(0);
+    assert!(stats > 0, "no statistics after the upgrade");
+    lc.batch_execute("INSERT INTO items VALUES (60000, 'on 16')")
+        .await?;
+    let replica = clone.member(1 - leader);
+    wait::until(
+        Duration::from_secs(60),
+        "the row on the replica",
+        || async {
+            let c = replica.connect("app").await?;
+            let n: i64 = c
+                .query_one("SELECT count(*) FROM items WHERE id = 60000", &[])
+                .await?
+                .get(0);
+            Ok((n == 1).then_some(()))
+        },
+    )
+    .await?;
+    clone
+        .until(
+            BOOT,
+            "a base backup of 16 in the clone's storage",
+            || async {
+                let list = clone.member(leader).backups()?;
+                Ok(list.iter().any(|b| b["pg_version"] == "16").then_some(()))
+            },
+        )
+        .await?;
+    // The source is untouched.
+    let v: String = c.query_one("SHOW server_version_num", &[]).await?.get(0);
+    assert_eq!(v.parse::<i32>()? / 10000, 15);
+
+    // Without the 15 binaries the clone fails, says why, and never becomes an (empty) cluster.
+    let mut broken = clone_spec("cunobin")?;
+    broken.start_first = Some(1);
+    broken.extra_env.insert(
+        "PGHERD_PG_BIN_DIRS".into(),
+        format!("15=/nonexistent/15/bin,16={}", tools::pg16_bin()?.display()),
+    );
+    let failed = Cluster::start(broken, &etcd.host())?;
+    let log = failed.member(0).dir().join("agent.log");
+    failed
+        .until(BOOT, "the clone to fail naming the missing binaries", || async {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            Ok(text
+                .contains("the backup is from PostgreSQL 15, whose binaries are not installed (/nonexistent/15/bin/postgres")
+                .then_some(()))
+        })
+        .await?;
+    // Patroni gives up on a failed bootstrap (the agent restarts it to try again); nothing was initialised.
+    let text = std::fs::read_to_string(&log)?;
+    assert!(!text.contains("initialized a new cluster"), "{text}");
+    assert!(failed.member(0).connect("postgres").await.is_err());
     Ok(())
 }
