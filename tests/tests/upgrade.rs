@@ -303,19 +303,12 @@ async fn whole_cluster_upgrade(scope: &str, patroni: PathBuf) -> anyhow::Result<
     Ok(())
 }
 
-/// A failure after pg_upgrade linked the files (the case Spilo could not undo: the old cluster's
-/// pg_control is renamed) rolls back: PostgreSQL 15 runs again on every member with the same data.
-/// Injected with a target installation whose pg_upgrade does its work and then reports failure.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failure_after_the_link_phase_rolls_back_to_15() -> anyhow::Result<()> {
+/// The 16 installation with a `pg_upgrade` that runs the real one and then `tail` (shell): the way to
+/// inject what happens after the link phase. Returns the directory (keep it alive) and its
+/// PGHERD_PG_BIN_DIRS mapping.
+fn pg16_with_pg_upgrade_then(tail: &str) -> anyhow::Result<(tempfile::TempDir, String)> {
     use std::os::unix::fs::PermissionsExt;
-    let etcd = Etcd::start().await?;
-    let cluster = Cluster::start(spec("upgrb")?, &etcd.host())?;
-    cluster.wait_ready(2, BOOT).await?;
-    let leader = cluster.leader().await?;
-    let sum = setup_data(&cluster, leader).await?;
-
-    let wrapper = tempfile::Builder::new().prefix("pg16-failing-").tempdir()?;
+    let wrapper = tempfile::Builder::new().prefix("pg16-wrapped-").tempdir()?;
     std::fs::set_permissions(wrapper.path(), std::fs::Permissions::from_mode(0o755))?;
     let real = tools::pg16_bin()?;
     for entry in std::fs::read_dir(&real)? {
@@ -328,13 +321,30 @@ async fn failure_after_the_link_phase_rolls_back_to_15() -> anyhow::Result<()> {
     std::fs::write(
         &script,
         format!(
-            "#!/bin/sh\n{}/pg_upgrade \"$@\" || exit $?\ncase \" $* \" in *\" --check \"*) exit 0;; esac\n\
-             echo 'injected failure after the link phase' >&2\nexit 1\n",
+            "#!/bin/sh\n{}/pg_upgrade \"$@\" || exit $?\n{tail}",
             real.display()
         ),
     )?;
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))?;
     let map = format!("16={}", wrapper.path().display());
+    Ok((wrapper, map))
+}
+
+/// A failure after pg_upgrade linked the files (the case Spilo could not undo: the old cluster's
+/// pg_control is renamed) rolls back: PostgreSQL 15 runs again on every member with the same data.
+/// Injected with a target installation whose pg_upgrade does its work and then reports failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failure_after_the_link_phase_rolls_back_to_15() -> anyhow::Result<()> {
+    let etcd = Etcd::start().await?;
+    let cluster = Cluster::start(spec("upgrb")?, &etcd.host())?;
+    cluster.wait_ready(2, BOOT).await?;
+    let leader = cluster.leader().await?;
+    let sum = setup_data(&cluster, leader).await?;
+
+    let (_wrapper, map) = pg16_with_pg_upgrade_then(
+        "case \" $* \" in *\" --check \"*) exit 0;; esac\n\
+         echo 'injected failure after the link phase' >&2\nexit 1\n",
+    )?;
 
     let run = upgrade(&cluster, leader, &[("PGHERD_PG_BIN_DIRS", &map)])?;
     eprintln!("injected failure ({:?}): {}", run.took, run.last_line);
@@ -359,8 +369,69 @@ async fn failure_after_the_link_phase_rolls_back_to_15() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Before the point of no return, nobody has to come back: the upgrade process is SIGKILLed right after
+/// pg_upgrade linked the files (the old cluster's pg_control renamed, replicas stopped, Patroni paused),
+/// and the leader's watcher sees its runner gone, rolls back and resumes Patroni by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_killed_before_the_point_of_no_return_is_rolled_back_by_the_agent(
+) -> anyhow::Result<()> {
+    let etcd = Etcd::start().await?;
+    let cluster = Cluster::start(spec("upgkill")?, &etcd.host())?;
+    cluster.wait_ready(2, BOOT).await?;
+    let leader = cluster.leader().await?;
+    let sum = setup_data(&cluster, leader).await?;
+    let linked = std::env::temp_dir().join(format!("pgherd-linked-{}", std::process::id()));
+    let _ = std::fs::remove_file(&linked);
+    let (wrapper, map) = pg16_with_pg_upgrade_then(&format!(
+        "case \" $* \" in *\" --check \"*) exit 0;; esac\ntouch '{}'\nsleep 600\n",
+        linked.display()
+    ))?;
+
+    let m = cluster.member(leader);
+    let mut env: BTreeMap<String, String> = m.env().clone();
+    env.insert("PGVERSION".into(), "16".into());
+    env.insert("PGHERD_PG_BIN_DIRS".into(), map);
+    let mut child = Command::new(m.dir().parent().unwrap().join("bin/pgherd-agent"))
+        .args(["upgrade", "--members", "3"])
+        .env_clear()
+        .envs(&env)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    wait::until(
+        Duration::from_secs(120),
+        "pg_upgrade to link the files",
+        || async { Ok(linked.exists().then_some(())) },
+    )
+    .await?;
+    let status = status_file(&cluster, leader)?;
+    assert_eq!(status["phase"], "pg_upgrade", "{status:#}");
+    child.kill()?;
+    child.wait()?;
+    let killed = Instant::now();
+    wait::until(BOOT, "the agent to roll back by itself", || async {
+        let status = status_file(&cluster, leader)?;
+        Ok((status["outcome"] == "rolled_back").then_some(()))
+    })
+    .await?;
+    intact(&cluster, &sum).await?;
+    eprintln!(
+        "15 running again, unpaused, {:?} after the kill",
+        killed.elapsed()
+    );
+    let log = std::fs::read_to_string(m.dir().join("agent.log"))?;
+    assert!(
+        log.contains("taking over its recovery"),
+        "no takeover in the agent log"
+    );
+    drop(wrapper);
+    let _ = std::fs::remove_file(&linked);
+    Ok(())
+}
+
 /// After the point of no return the procedure resumes: the upgrade process is killed (SIGKILL) once the
-/// new primary runs, and a second `pgherd-agent upgrade` finishes the job from the recorded phase.
+/// new primary runs, and the leader's watcher finishes the job from the recorded phase (as a second
+/// `pgherd-agent upgrade` would); a later run by the operator finds nothing left to do.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upgrade_killed_after_the_point_of_no_return_resumes() -> anyhow::Result<()> {
     let etcd = Etcd::start().await?;
@@ -397,10 +468,33 @@ async fn an_upgrade_killed_after_the_point_of_no_return_resumes() -> anyhow::Res
     assert_eq!(status["point_of_no_return_passed"], true);
     assert!(status["outcome"].is_null(), "{status:#}");
 
+    // The leader's watcher sees the runner gone and resumes; an operator re-run meanwhile is refused.
+    let killed = Instant::now();
+    wait::until(
+        BOOT,
+        "the agent to finish the upgrade by itself",
+        || async {
+            let status = status_file(&cluster, leader)?;
+            Ok((status["outcome"] == "succeeded").then_some(()))
+        },
+    )
+    .await?;
+    eprintln!(
+        "finished by the agent {:?} after the kill",
+        killed.elapsed()
+    );
+    let log = std::fs::read_to_string(m.dir().join("agent.log"))?;
+    assert!(
+        log.contains("resuming an upgrade that passed the point of no return"),
+        "no resume in the agent log"
+    );
     let run = upgrade(&cluster, leader, &[])?;
-    eprintln!("resumed run took {:?}: {}", run.took, run.last_line);
     assert!(run.ok, "{}", run.output);
-    assert!(run.output.contains("resuming"), "{}", run.output);
+    assert!(
+        run.output.contains("upgrade is not required"),
+        "{}",
+        run.output
+    );
     let view = cluster.wait_ready(2, BOOT).await?;
     assert!(!view.pause);
     let versions = server_versions(&cluster).await?;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::member::Member;
 use super::pg::{self, Pg, Result};
-use super::plan::{Instruction, Outcome, Phase, ReplicaState, RsyncSource};
+use super::plan::{Instruction, Outcome, Phase, ReplicaState, RsyncSource, Runner};
 use super::status::StatusFile;
 use super::{dcs, rsync, Error};
 
@@ -42,6 +42,35 @@ impl Leader {
             rsyncd: None,
             stopped: false,
         }
+    }
+
+    /// Marks this process as the one driving the instruction (see [`super::plan::orphaned`]).
+    pub fn claim(&mut self) {
+        self.instr.runner = Some(Runner {
+            pid: std::process::id(),
+            members: self.expected_members,
+        });
+    }
+
+    /// Undoes an attempt whose process died before the point of no return: servers pg_upgrade left
+    /// running are stopped, the directories switched back, the old primary started, Patroni resumed.
+    pub async fn recover_interrupted(&mut self, why: &str) -> std::result::Result<(), Error> {
+        self.claim();
+        dcs::publish(&self.member.api, &self.instr)
+            .await
+            .map_err(Error::Setup)?;
+        self.pg.stop_leftovers_of_pg_upgrade();
+        self.stopped = true;
+        let phase = self.instr.phase;
+        self.rollback(why)
+            .await
+            .map_err(|rollback| Error::RollbackFailed {
+                phase,
+                message: why.to_string(),
+                rollback,
+            })?;
+        tracing::info!(%phase, "interrupted upgrade rolled back; PostgreSQL {} is running again", self.instr.from);
+        Ok(())
     }
 
     async fn enter(&mut self, phase: Phase, message: &str) -> Result<()> {
@@ -478,6 +507,14 @@ impl Leader {
             self.pg.new_data(),
         );
         if old.exists() {
+            if pg::data_version(&data).as_deref() == Some(self.instr.from.as_str()) {
+                return Err(format!(
+                    "both {} and {} hold PostgreSQL {}; keep the current one and move the other aside",
+                    data.display(),
+                    old.display(),
+                    self.instr.from
+                ));
+            }
             self.pg.remove_dir(&data)?;
             pg::rename(&old, &data)?;
         }

@@ -168,6 +168,12 @@ pub fn patroni_pid(config: &Path) -> Option<i32> {
     })
 }
 
+/// Whether `pid` is still a `pgherd-agent upgrade` process (not a zombie, not a reused pid).
+pub fn runner_alive(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|c| c.split(|b| *b == 0).any(|arg| arg == b"upgrade"))
+}
+
 /// Environment of this process as a map (the pod's environment for `run` and `kubectl exec`).
 pub fn process_env() -> BTreeMap<String, String> {
     std::env::vars().collect()

@@ -36,6 +36,10 @@ pub struct Args {
     /// Expected number of cluster members (leader included), as the operator passes it.
     #[arg(long, value_name = "N")]
     pub members: usize,
+    /// Only deal with an interrupted attempt: roll it back before the point of no return, finish it after;
+    /// never start a new upgrade (what the leader's watcher runs when the upgrade process died).
+    #[arg(long)]
+    pub recover: bool,
     /// Target major version; default: the major of SPILO_CONFIGURATION's postgresql.bin_dir, else PGVERSION.
     #[arg(long, value_name = "VERSION")]
     pub to: Option<String>,
@@ -115,10 +119,21 @@ async fn run(args: Args) -> Result<(), Error> {
         new_exists: root.join(format!("{name}_new")).exists(),
         old_exists: root.join(format!("{name}_old")).exists(),
     };
+    if let Some(r) = pending
+        .as_ref()
+        .filter(|i| i.outcome.is_none())
+        .and_then(|i| i.runner.as_ref())
+        .filter(|r| r.pid != std::process::id() && member::runner_alive(r.pid))
+    {
+        return Err(setup(format!(
+            "another upgrade process (pid {}) is working on this upgrade; wait for it to finish",
+            r.pid
+        )));
+    }
     let mut decision = plan::decide_start(&target, &facts, pending.as_ref());
     let unfinished = pending
         .as_ref()
-        .is_some_and(|i| i.outcome.is_none() && i.phase > Phase::Precheck);
+        .is_some_and(|i| i.outcome.is_none() && i.phase > Phase::Precheck && i.leader == me.name);
     if decision == Start::RollBackThenFresh && !facts.old_exists && !unfinished {
         // Only a scratch `<data>_new` from an interrupted pre-check: nothing to undo.
         let _ = std::fs::remove_dir_all(root.join(format!("{name}_new")));
@@ -127,6 +142,8 @@ async fn run(args: Args) -> Result<(), Error> {
     tracing::info!(target = %target, data_version = %facts.data_version, ?decision, "upgrade");
     let from = match (&decision, &pending) {
         (Start::Resume(_), Some(i)) => i.from.clone(),
+        // The directories may already be switched: the instruction knows what the old major was.
+        (Start::RollBackThenFresh, Some(i)) if unfinished => i.from.clone(),
         _ => facts.data_version.clone(),
     };
     let from_major = Major::parse(&from).ok_or_else(|| {
@@ -143,12 +160,16 @@ async fn run(args: Args) -> Result<(), Error> {
     let rw_dir = PathBuf::from(env.get("RW_DIR").map(String::as_str).unwrap_or("/run"));
     let id = pending
         .as_ref()
-        .filter(|_| matches!(decision, Start::Resume(_)))
+        .filter(|_| {
+            matches!(decision, Start::Resume(_))
+                || (decision == Start::RollBackThenFresh && unfinished)
+        })
         .map(|i| i.id.clone())
         .unwrap_or_else(|| format!("{}-{}", status::now(), std::process::id()));
     let status = status::StatusFile::resume_or_new(&rw_dir, &id, &from, &target);
     let instr = match (&decision, pending) {
         (Start::Resume(_), Some(i)) => i,
+        (Start::RollBackThenFresh, Some(i)) if unfinished => i,
         _ => Instruction {
             id,
             from: from.clone(),
@@ -162,9 +183,29 @@ async fn run(args: Args) -> Result<(), Error> {
             old_sysid: None,
             members: Default::default(),
             message: None,
+            runner: None,
         },
     };
     let mut leader = Leader::new(pg, me, env, status, instr, args.members);
+    if decision == Start::RollBackThenFresh && unfinished {
+        let id = leader.instr.id.clone();
+        leader
+            .recover_interrupted(
+                "the upgrade process was interrupted before the point of no return",
+            )
+            .await?;
+        if args.recover {
+            return Ok(());
+        }
+        // The operator asked for the upgrade: with the old major running again, try once more.
+        tracing::info!(previous = %id, "starting a new attempt");
+        return Box::pin(run(args)).await;
+    }
+    if args.recover && !matches!(decision, Start::Resume(_)) {
+        tracing::info!(?decision, "no interrupted upgrade to recover");
+        return Ok(());
+    }
+    leader.claim();
     match decision {
         Start::NotRequired => {
             tracing::info!("current version {from}, desired version {target}: upgrade is not required");

@@ -37,6 +37,8 @@ impl Pg {
     /// Runs a command to completion; on failure the error carries the last lines of its output.
     pub fn run(&self, what: &str, mut cmd: Command) -> Result<Output> {
         tracing::debug!(?cmd, "running");
+        // A killed upgrade must not leave pg_upgrade linking files behind the rollback's back.
+        crate::supervise::children::die_with_parent(&mut cmd, nix::sys::signal::Signal::SIGTERM);
         let out = cmd
             .output()
             .map_err(|e| format!("{what}: cannot run {:?}: {e}", cmd.get_program()))?;
@@ -101,6 +103,28 @@ impl Pg {
             .args(["-m", "fast", "-w", "-t"])
             .arg(timeout.as_secs().to_string());
         self.run("pg_ctl stop", cmd).map(drop)
+    }
+
+    /// Stops servers a killed `pg_upgrade` left running (their socket is in its work directory); a
+    /// rollback must not move directories under a live postmaster.
+    pub fn stop_leftovers_of_pg_upgrade(&self) {
+        let work = self.work_dir();
+        for (bin, dir) in [
+            (&self.new_bin, self.new_data()),
+            (&self.old_bin, self.data().to_path_buf()),
+        ] {
+            let Ok(pid_file) = std::fs::read_to_string(dir.join("postmaster.pid")) else {
+                continue;
+            };
+            if pid_file.lines().nth(4).map(Path::new) == Some(work.as_path()) {
+                if let Err(e) = self.stop(bin, &dir, Duration::from_secs(120)) {
+                    tracing::warn!(
+                        "stopping the server pg_upgrade left in {}: {e}",
+                        dir.display()
+                    );
+                }
+            }
+        }
     }
 
     /// A connection over the local socket as the superuser.

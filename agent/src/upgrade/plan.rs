@@ -148,6 +148,25 @@ pub struct Instruction {
     pub members: BTreeMap<String, MemberReport>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The `pgherd-agent upgrade` process driving this instruction, and its `--members`: if it dies, the
+    /// leader's watcher finishes what it started ([`orphaned`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner: Option<Runner>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Runner {
+    pub pid: u32,
+    pub members: usize,
+}
+
+/// An unfinished upgrade led by `me` whose runner is no longer alive must not leave the cluster paused and
+/// (before the point of no return) down until someone notices: the leader's watcher runs
+/// `upgrade --recover` with the runner's `--members`, which rolls back or resumes as a re-run would.
+pub fn orphaned<'a>(instr: &'a Instruction, me: &str, runner_alive: bool) -> Option<&'a Runner> {
+    let runner = instr.runner.as_ref()?;
+    let unfinished = instr.outcome.is_none() && instr.phase > Phase::Precheck;
+    (instr.leader == me && unfinished && !runner_alive).then_some(runner)
 }
 
 impl Instruction {
@@ -298,6 +317,10 @@ mod tests {
             old_sysid: None,
             members: BTreeMap::new(),
             message: None,
+            runner: Some(Runner {
+                pid: 4242,
+                members: 3,
+            }),
         }
     }
 
@@ -441,5 +464,32 @@ mod tests {
         let back: Instruction = serde_json::from_value(json).unwrap();
         assert_eq!(back, i);
         assert_eq!(back.waiting_for(&[ReplicaState::Synced]), ["c"]);
+    }
+
+    #[test]
+    fn a_dead_runner_is_taken_over_by_the_leaders_watcher() {
+        for phase in [
+            Phase::Pause,
+            Phase::PgUpgrade,
+            Phase::SyncReplicas,
+            Phase::StartPrimary,
+            Phase::Backup,
+        ] {
+            assert_eq!(
+                orphaned(&instr(phase), "a", false).map(|r| r.members),
+                Some(3),
+                "{phase}"
+            );
+        }
+        // Alive, not the leader, nothing changed yet, finished, or an instruction without a runner.
+        assert_eq!(orphaned(&instr(Phase::PgUpgrade), "a", true), None);
+        assert_eq!(orphaned(&instr(Phase::PgUpgrade), "b", false), None);
+        assert_eq!(orphaned(&instr(Phase::Precheck), "a", false), None);
+        let mut done = instr(Phase::PgUpgrade);
+        done.outcome = Some(Outcome::RolledBack);
+        assert_eq!(orphaned(&done, "a", false), None);
+        let mut old = instr(Phase::PgUpgrade);
+        old.runner = None;
+        assert_eq!(orphaned(&old, "a", false), None);
     }
 }

@@ -42,13 +42,14 @@ pub fn watch_main() -> anyhow::Result<std::process::ExitCode> {
 async fn watch(env: BTreeMap<String, String>) {
     let config = member::config_path(&env);
     let mut done: Option<(String, ReplicaAction)> = None;
+    let mut taken_over: Option<(String, plan::Phase)> = None;
     let mut last_error = String::new();
     loop {
         tokio::time::sleep(Duration::from_secs(2)).await;
         if !config.exists() {
             continue;
         }
-        match tick(&env, &config, &mut done).await {
+        match tick(&env, &config, &mut done, &mut taken_over).await {
             Ok(()) => last_error.clear(),
             // Logged once per distinct error: Patroni being down for a while is not news every 2 s.
             Err(e) if e != last_error => {
@@ -64,11 +65,25 @@ async fn tick(
     env: &BTreeMap<String, String>,
     config: &std::path::Path,
     done: &mut Option<(String, ReplicaAction)>,
+    taken_over: &mut Option<(String, plan::Phase)>,
 ) -> Result<()> {
     let member = Member::load(config)?;
     let Ok(Some(instr)) = dcs::read(&member.api).await else {
         return Ok(());
     };
+    let alive = instr
+        .runner
+        .as_ref()
+        .is_some_and(|r| member::runner_alive(r.pid));
+    if let Some(runner) = plan::orphaned(&instr, &member.name, alive) {
+        // Once per phase: if taking over fails, the next attempt is a person's (the status says why).
+        let key = (instr.id.clone(), instr.phase);
+        if taken_over.as_ref() != Some(&key) {
+            *taken_over = Some(key);
+            take_over(&instr, runner.members).await;
+        }
+        return Ok(());
+    }
     let action = plan::replica_action(&instr, &member.name);
     if action == ReplicaAction::Nothing
         || done.as_ref() == Some(&(instr.id.clone(), action.clone()))
@@ -85,6 +100,30 @@ async fn tick(
     dcs::report(&member.api, &member.name, &report).await?;
     *done = Some((instr.id.clone(), action));
     Ok(())
+}
+
+/// Runs `pgherd-agent upgrade --recover` for an upgrade whose process died: it rolls back before the
+/// point of no return and finishes after it, exactly as a re-run by the operator would.
+async fn take_over(instr: &Instruction, members: usize) {
+    tracing::warn!(id = %instr.id, phase = %instr.phase, "the upgrade process is gone; taking over its recovery");
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => return tracing::error!("cannot locate pgherd-agent: {e}"),
+    };
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(["upgrade", "--recover", "--members"])
+        .arg(members.to_string())
+        .arg("--to")
+        .arg(&instr.to)
+        .stdin(std::process::Stdio::null());
+    match tokio::task::spawn_blocking(move || cmd.status()).await {
+        Ok(Ok(status)) if status.success() => tracing::info!("upgrade recovery finished"),
+        Ok(Ok(status)) => {
+            tracing::error!("upgrade recovery failed ({status}); see the status file")
+        }
+        Ok(Err(e)) => tracing::error!("cannot run the upgrade recovery: {e}"),
+        Err(e) => tracing::error!("upgrade recovery: {e}"),
+    }
 }
 
 fn replica_pg(env: &BTreeMap<String, String>, member: &Member, instr: &Instruction) -> Result<Pg> {
