@@ -531,6 +531,25 @@ async fn a_15_backup_is_cloned_into_a_16_cluster() -> anyhow::Result<()> {
         Ok((!src.member(0).backups()?.is_empty()).then_some(()))
     })
     .await?;
+    // ALTER SYSTEM lives in a file, not in WAL: a backup taken after it carries it. vacuum_defer_cleanup_age
+    // is gone in 16 and must be left out rather than stop the new server.
+    let admin = src.member(0).connect("postgres").await?;
+    // One statement per call: ALTER SYSTEM refuses the implicit transaction of a multi-statement batch.
+    for sql in [
+        "ALTER SYSTEM SET work_mem = '7MB'",
+        "ALTER SYSTEM SET vacuum_defer_cleanup_age = 5",
+    ] {
+        admin.batch_execute(sql).await?;
+    }
+    let envdir = src.member(0).envdir().display().to_string();
+    let pushed = src
+        .member(0)
+        .agent(&["backup", "push", "--envdir", &envdir])?;
+    anyhow::ensure!(
+        pushed.status.success(),
+        "backup push: {}",
+        String::from_utf8_lossy(&pushed.stderr)
+    );
     let c = src.member(0).connect("app").await?;
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let target: String = c
@@ -584,6 +603,8 @@ async fn a_15_backup_is_cloned_into_a_16_cluster() -> anyhow::Result<()> {
         .await?
         .get(0);
     assert!(stats > 0, "no statistics after the upgrade");
+    let work_mem: String = lc.query_one("SHOW work_mem", &[]).await?.get(0);
+    assert_eq!(work_mem, "7MB", "ALTER SYSTEM settings not carried over");
     lc.batch_execute("INSERT INTO items VALUES (60000, 'on 16')")
         .await?;
     let replica = clone.member(1 - leader);

@@ -37,6 +37,8 @@ pub struct Template<'a> {
     pub tls: &'a TlsFiles,
     pub main: Option<&'a Storage>,
     pub clone: &'a CloneSource,
+    /// SPILO_CONFIGURATION adds its own `bootstrap.clone_with_wale.recovery_conf`: Patroni replays the WAL.
+    pub user_recovery_conf: bool,
     pub standby: &'a Standby,
     /// Patroni `on_start`/`on_stop` callback, also run by `on_role_change`.
     pub callback: Option<&'a str>,
@@ -54,9 +56,10 @@ pub fn restore_command(env_dir: &Path, timeout: &str) -> String {
 pub const RECOVERY_BY_PATRONI: &str = "--recovery-by-patroni";
 
 /// The clone command replays WAL to the target itself (and upgrades an older major afterwards), so the
-/// target goes on its command line instead of into Patroni's `recovery_conf`. Only pausing at the target
-/// stays with Patroni, as in Spilo: someone must look at the paused server before it is promoted.
-fn clone_with_wale(c: &CloneFromStorage, timeout: &str) -> Value {
+/// target goes on its command line instead of into Patroni's `recovery_conf`. Patroni keeps the replay, as
+/// in Spilo, when it must pause at the target (someone looks at the paused server before it is promoted)
+/// or when SPILO_CONFIGURATION brings recovery settings of its own (merged over the complete ones here).
+fn clone_with_wale(c: &CloneFromStorage, timeout: &str, user_recovery_conf: bool) -> Value {
     let restore = restore_command(&c.storage.env_dir, timeout);
     let mut command = format!(
         "pgherd-agent clone-with-wale --envdir \"{}\" --recovery-target-time=\"{}\"",
@@ -69,7 +72,7 @@ fn clone_with_wale(c: &CloneFromStorage, timeout: &str) -> Value {
     if let Some(xid) = c.target_xid {
         command.push_str(&format!(" --recovery-target-xid={xid}"));
     }
-    if !c.pause_at_target {
+    if !c.pause_at_target && !user_recovery_conf {
         if c.target_timeline != "latest" {
             command.push_str(&format!(
                 " --recovery-target-timeline=\"{}\"",
@@ -85,7 +88,14 @@ fn clone_with_wale(c: &CloneFromStorage, timeout: &str) -> Value {
     let mut recovery = Map::new();
     recovery.insert("restore_command".into(), json!(restore));
     recovery.insert("recovery_target_timeline".into(), json!(c.target_timeline));
-    recovery.insert("recovery_target_action".into(), json!("pause"));
+    recovery.insert(
+        "recovery_target_action".into(),
+        json!(if c.pause_at_target {
+            "pause"
+        } else {
+            "promote"
+        }),
+    );
     if !c.target_time.is_empty() {
         recovery.insert("recovery_target_time".into(), json!(c.target_time));
     }
@@ -101,29 +111,6 @@ fn clone_with_wale(c: &CloneFromStorage, timeout: &str) -> Value {
     command.push(' ');
     command.push_str(RECOVERY_BY_PATRONI);
     json!({"command": command, "recovery_conf": recovery})
-}
-
-/// A `recovery_conf` that SPILO_CONFIGURATION adds to the clone makes Patroni replay WAL after the clone
-/// command: tell the command so, or the two recoveries would run one after the other.
-pub fn respect_user_recovery_conf(config: &mut Map<String, Value>) {
-    let Some(clone) = config
-        .get_mut("bootstrap")
-        .and_then(|b| b.get_mut("clone_with_wale"))
-        .and_then(Value::as_object_mut)
-    else {
-        return;
-    };
-    if !clone.contains_key("recovery_conf") {
-        return;
-    }
-    if let Some(Value::String(command)) = clone.get_mut("command") {
-        if command.starts_with("pgherd-agent clone-with-wale ")
-            && !command.contains(RECOVERY_BY_PATRONI)
-        {
-            command.push(' ');
-            command.push_str(RECOVERY_BY_PATRONI);
-        }
-    }
 }
 
 fn wale_restore(env: &Env, env_dir: &Path) -> Result<Value, Error> {
@@ -179,7 +166,10 @@ pub fn template(env: &Env, t: &Template) -> Result<Map<String, Value>, Error> {
         CloneSource::None => {}
         CloneSource::FromStorage(c) => {
             bootstrap.insert("method".into(), json!("clone_with_wale"));
-            bootstrap.insert("clone_with_wale".into(), clone_with_wale(c, &timeout));
+            bootstrap.insert(
+                "clone_with_wale".into(),
+                clone_with_wale(c, &timeout, t.user_recovery_conf),
+            );
         }
         CloneSource::Basebackup(c) => {
             bootstrap.insert("method".into(), json!("clone_with_basebackup"));

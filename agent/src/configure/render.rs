@@ -134,6 +134,10 @@ pub fn render(
             tls: &tls,
             main: main.as_ref(),
             clone: &clone,
+            user_recovery_conf: user
+                .get("bootstrap")
+                .and_then(|b| b.get("clone_with_wale"))
+                .is_some_and(|c| c.get("recovery_conf").is_some()),
             standby: &standby,
             callback: callback.as_deref(),
             log_ship_hourly,
@@ -157,7 +161,6 @@ pub fn render(
     if start_local_etcd {
         config.insert("etcd".into(), json!({"host": "127.0.0.1:2379"}));
     }
-    patroni::respect_user_recovery_conf(&mut config);
     let (bin_dir, pg_version) = postprocess(&env, &mut config, &user, probe)?;
     let data_dir = data_dir(&user, &layout)?;
 

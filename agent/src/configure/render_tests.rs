@@ -359,6 +359,13 @@ fn clone_replays_wal_itself_unless_it_pauses_at_the_target() {
     let u = config(&render(&vars(&user), &machine(), &Probe::default()).unwrap());
     let c = &u["bootstrap"]["clone_with_wale"];
     assert_eq!(c["recovery_conf"]["recovery_min_apply_delay"], "0");
+    // Merged over the complete settings: Patroni gets the restore command and the target too.
+    assert_eq!(c["recovery_conf"]["recovery_target_action"], "promote");
+    assert_eq!(c["recovery_conf"]["recovery_target_lsn"], "0/3000060");
+    assert!(c["recovery_conf"]["restore_command"]
+        .as_str()
+        .unwrap()
+        .starts_with("pgherd-agent restore-command"));
     assert!(c["command"]
         .as_str()
         .unwrap()

@@ -28,6 +28,8 @@ pub enum Error {
     Newer { from: String, to: String },
     #[error("the backup is from PostgreSQL {version}, whose binaries are not installed ({missing}); install them or map the version in PGHERD_PG_BIN_DIRS")]
     Binaries { version: String, missing: String },
+    #[error("the backup is from PostgreSQL {0}; clones of backups older than PostgreSQL 12 are not supported")]
+    TooOld(String),
     #[error("USE_PAUSE_AT_RECOVERY_TARGET cannot be used when the backup is from PostgreSQL {from} and the cluster runs {to}: the upgrade needs a promoted server")]
     PauseAcrossMajors { from: String, to: String },
     #[error("{phase}: {message}")]
@@ -76,6 +78,10 @@ pub async fn finish(
     };
     if from_major > to_major {
         return Err(Error::Newer { from, to });
+    }
+    if from_major < Major::parse("12").expect("a major") {
+        // recovery.conf (before 12) is not written here; Spilo images of that age still have Spilo's clone.
+        return Err(Error::TooOld(from));
     }
     let upgrade = from_major < to_major;
     if upgrade && recovered_by_patroni {
@@ -138,6 +144,7 @@ pub async fn finish(
     if !upgrade {
         drop(client);
         server.stop().map_err(step("stopping after recovery"))?;
+        archive_history(data).map_err(step("marking the new timeline for archiving"))?;
         tracing::info!("clone recovered and promoted; Patroni starts it");
         return Ok(());
     }
@@ -159,18 +166,19 @@ async fn upgrade_stopped(
 ) -> Result<(), Error> {
     pg.local.superuser = settings.superuser.clone();
     tracing::info!("upgrading the clone from PostgreSQL {from} to {to} (pg_upgrade --link)");
+    // What an earlier attempt of this bootstrap may have left (Patroni retries with a fresh copy).
+    pg.stop_leftovers_of_pg_upgrade();
+    pg.remove_dir(&pg.old_data())
+        .map_err(step("removing an earlier attempt's directory"))?;
+    // ALTER SYSTEM settings belong to the cluster, as they would in a clone within one major.
+    let altered =
+        std::fs::read_to_string(pg.data().join("postgresql.auto.conf")).unwrap_or_default();
     let result = async {
         pg.init_new_cluster(settings)
             .map_err(step("initdb of the new major"))?;
         pg.pg_upgrade(false, &dir.isolation_options())
             .await
             .map_err(step("pg_upgrade"))?;
-        // ALTER SYSTEM settings belong to the cluster, as they would in a clone within one major.
-        let auto = "postgresql.auto.conf";
-        if pg.data().join(auto).is_file() {
-            std::fs::copy(pg.data().join(auto), pg.new_data().join(auto))
-                .map_err(|e| step("copying postgresql.auto.conf")(e.to_string()))?;
-        }
         pg::rename(pg.data(), &pg.old_data()).map_err(step("switching data directories"))?;
         pg::rename(&pg.new_data(), pg.data()).map_err(step("switching data directories"))?;
         Ok::<(), Error>(())
@@ -178,6 +186,7 @@ async fn upgrade_stopped(
     .await;
     if let Err(e) = result {
         let _ = pg.remove_dir(&pg.new_data());
+        let _ = pg.remove_dir(&pg.work_dir());
         return Err(e);
     }
     // Link mode: the old directory shares the files and can never be started again.
@@ -190,6 +199,9 @@ async fn upgrade_stopped(
     let what = "starting the new major privately";
     let mut server = PrivateServer::start(&pg, &new_bin, dir, None).map_err(step(what))?;
     drop(server.wait_ready(what).await.map_err(step(what))?);
+    for warning in reapply_altered_settings(&server.pg, &altered, to).await {
+        tracing::warn!("{warning}");
+    }
     tracing::info!("updating extensions and collecting statistics on PostgreSQL {to}");
     for warning in server
         .pg
@@ -207,4 +219,112 @@ async fn upgrade_stopped(
     server.stop().map_err(step("stopping the new major"))?;
     tracing::info!("clone upgraded to PostgreSQL {to}; Patroni starts it");
     Ok(())
+}
+
+/// `name = 'value'` lines of a `postgresql.auto.conf`.
+pub fn altered_settings(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+/// Re-applies the old cluster's ALTER SYSTEM settings that the new major still has (copying the file
+/// would stop the server at the first removed setting, e.g. `wal_keep_segments`); returns what was left out.
+async fn reapply_altered_settings(pg: &Pg, text: &str, to: &str) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let c = match pg.connect("postgres").await {
+        Ok(c) => c,
+        Err(e) => return vec![format!("postgresql.auto.conf not carried over: {e}")],
+    };
+    for (name, value) in altered_settings(text) {
+        let plain = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.');
+        // Extension settings (with a dot) are unknown until their library loads; try them anyway.
+        let known = name.contains('.')
+            || c.query_opt("SELECT 1 FROM pg_settings WHERE name = $1", &[&name])
+                .await
+                .is_ok_and(|r| r.is_some());
+        if !plain || !known {
+            warnings.push(format!(
+                "ALTER SYSTEM setting {name} = {value} not carried over: PostgreSQL {to} has no such setting"
+            ));
+            continue;
+        }
+        if let Err(e) = c
+            .batch_execute(&format!("ALTER SYSTEM SET {name} = {value}"))
+            .await
+        {
+            warnings.push(format!(
+                "ALTER SYSTEM setting {name} = {value} not carried over: {}",
+                pg::db_error(&e)
+            ));
+        }
+    }
+    warnings
+}
+
+/// Promotion wrote a timeline history file, but with archiving off nobody marked it: mark it so the
+/// cluster's archiver stores it with its first WAL.
+fn archive_history(data: &Path) -> std::result::Result<(), String> {
+    let wal = data.join("pg_wal");
+    let status = wal.join("archive_status");
+    let entries = std::fs::read_dir(&wal).map_err(|e| format!("reading {}: {e}", wal.display()))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.ends_with(".history") {
+            continue;
+        }
+        let done = status.join(format!("{name}.done"));
+        let ready = status.join(format!("{name}.ready"));
+        if !done.exists() && !ready.exists() {
+            std::fs::write(&ready, "").map_err(|e| format!("writing {}: {e}", ready.display()))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_conf_lines() {
+        let text = "# Do not edit this file manually!\n# It will be overwritten by the ALTER SYSTEM command.\n\
+                    wal_keep_segments = '64'\nwork_mem = '8MB'\npg_stat_statements.track = 'all'\n";
+        assert_eq!(
+            altered_settings(text),
+            [
+                ("wal_keep_segments".to_string(), "'64'".to_string()),
+                ("work_mem".into(), "'8MB'".into()),
+                ("pg_stat_statements.track".into(), "'all'".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn history_files_are_marked_once() {
+        let d = tempfile::tempdir().unwrap();
+        let status = d.path().join("pg_wal/archive_status");
+        std::fs::create_dir_all(&status).unwrap();
+        std::fs::write(
+            d.path().join("pg_wal/00000002.history"),
+            "1\t0/3000000\tno reason\n",
+        )
+        .unwrap();
+        std::fs::write(d.path().join("pg_wal/00000003.history"), "").unwrap();
+        std::fs::write(status.join("00000003.history.done"), "").unwrap();
+        std::fs::write(d.path().join("pg_wal/000000020000000000000003"), "").unwrap();
+        archive_history(d.path()).unwrap();
+        let mut names: Vec<String> = std::fs::read_dir(&status)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["00000002.history.ready", "00000003.history.done"]);
+    }
 }

@@ -110,15 +110,21 @@ pub fn settings(
             dir.path().display().to_string(),
         ),
         ("unix_socket_permissions".into(), "0700".into()),
+        // A backup of a standby carries its streaming and cleanup settings in postgresql.auto.conf.
+        ("primary_conninfo".into(), String::new()),
+        ("primary_slot_name".into(), String::new()),
+        ("recovery_end_command".into(), String::new()),
+        ("archive_cleanup_command".into(), String::new()),
     ]);
-    let Some(r) = recovery else {
-        return out;
-    };
+    // Crash recovery replays prepared transactions and locks too, not only archive recovery.
     for (line, name) in LIMITS {
         if let Some(v) = controldata.get(line).filter(|v| !v.is_empty()) {
             out.push((name.into(), v.clone()));
         }
     }
+    let Some(r) = recovery else {
+        return out;
+    };
     // Nobody needs to query during replay; without hot standby the limits above are not compared to
     // the source's either.
     out.push(("hot_standby".into(), "off".into()));
@@ -159,6 +165,20 @@ impl PrivateServer {
     ) -> Result<Self> {
         let data = pg.data().to_path_buf();
         let controldata = pg.controldata(bin, &data)?;
+        // A backup taken from a standby holds standby.signal, which would win over recovery.signal and
+        // never promote; without a recovery, recovery.signal would ask for a restore_command.
+        let mut signals = vec!["standby.signal"];
+        if recovery.is_none() {
+            signals.push("recovery.signal");
+        }
+        for name in signals {
+            let file = data.join(name);
+            if file.exists() {
+                tracing::info!("removing {name} from the copy: the clone is promoted");
+                std::fs::remove_file(&file)
+                    .map_err(|e| format!("removing {}: {e}", file.display()))?;
+            }
+        }
         if recovery.is_some() {
             let signal = data.join("recovery.signal");
             std::fs::write(&signal, "")
@@ -230,6 +250,8 @@ impl PrivateServer {
     pub async fn wait_ready(&mut self, what: &str) -> Result<tokio_postgres::Client> {
         let started = Instant::now();
         let mut reported = Instant::now();
+        let mut last;
+        let conninfo = format!("{} connect_timeout=5", self.pg.local.conninfo("postgres"));
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 // Give the log reader a moment to drain the last lines.
@@ -239,16 +261,37 @@ impl PrivateServer {
                     self.why()
                 ));
             }
-            if let Ok(c) = self.pg.connect("postgres").await {
-                match c.query_one("SELECT pg_is_in_recovery()", &[]).await {
-                    Ok(row) if !row.get::<_, bool>(0) => return Ok(c),
-                    Ok(_) => {}
-                    Err(e) => tracing::debug!("not ready: {}", pg::db_error(&e)),
+            match tokio_postgres::connect(&conninfo, tokio_postgres::NoTls).await {
+                Ok((c, conn)) => {
+                    tokio::spawn(async move {
+                        let _ = conn.await;
+                    });
+                    match c.query_one("SELECT pg_is_in_recovery()", &[]).await {
+                        Ok(row) if !row.get::<_, bool>(0) => return Ok(c),
+                        Ok(_) => last = "in recovery".into(),
+                        Err(e) => last = pg::db_error(&e),
+                    }
+                }
+                Err(e) => {
+                    use tokio_postgres::error::SqlState;
+                    let fatal = [
+                        SqlState::INVALID_AUTHORIZATION_SPECIFICATION,
+                        SqlState::INVALID_PASSWORD,
+                        SqlState::INVALID_CATALOG_NAME,
+                    ];
+                    if e.code().is_some_and(|c| fatal.contains(c)) {
+                        return Err(format!(
+                            "{what}: the server runs but refuses {:?}: {}",
+                            self.pg.local.superuser,
+                            pg::db_error(&e)
+                        ));
+                    }
+                    last = pg::db_error(&e);
                 }
             }
             if reported.elapsed() > Duration::from_secs(60) {
                 tracing::info!(
-                    "{what}: still in progress after {} s",
+                    "{what}: still in progress after {} s ({last})",
                     started.elapsed().as_secs()
                 );
                 reported = Instant::now();
@@ -324,6 +367,7 @@ mod tests {
         );
         assert!(get(&s, "restore_command").is_empty());
         assert!(get(&s, "hot_standby").is_empty());
+        assert_eq!(get(&s, "primary_conninfo"), [""]);
     }
 
     #[test]
