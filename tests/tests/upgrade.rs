@@ -84,6 +84,37 @@ async fn data_checksum(cluster: &Cluster, i: usize) -> anyhow::Result<String> {
     .get(0))
 }
 
+/// Every member runs 16, the leader has the data of checksum `sum` with data checksums on, and every
+/// replica streams a row written afterwards. Returns the leader.
+async fn runs_16_with(cluster: &Cluster, sum: &str, why: &str) -> anyhow::Result<usize> {
+    let versions = server_versions(cluster).await?;
+    anyhow::ensure!(versions.iter().all(|v| *v / 10000 == 16), "{versions:?}");
+    let leader = cluster.leader().await?;
+    anyhow::ensure!(data_checksum(cluster, leader).await? == sum, "{why}");
+    let c = cluster.member(leader).connect("app").await?;
+    let checksums: String = c.query_one("SHOW data_checksums", &[]).await?.get(0);
+    anyhow::ensure!(checksums == "on", "data_checksums = {checksums}");
+    c.batch_execute("INSERT INTO items VALUES (90001, 'on 16')")
+        .await?;
+    for i in (0..cluster.members().len()).filter(|i| *i != leader) {
+        let m = cluster.member(i);
+        wait::until(
+            Duration::from_secs(60),
+            "the new row on a replica",
+            || async {
+                let c = m.connect("app").await?;
+                let n: i64 = c
+                    .query_one("SELECT count(*) FROM items WHERE id = 90001", &[])
+                    .await?
+                    .get(0);
+                Ok((n == 1).then_some(()))
+            },
+        )
+        .await?;
+    }
+    Ok(leader)
+}
+
 async fn server_versions(cluster: &Cluster) -> anyhow::Result<Vec<i32>> {
     let mut out = Vec::new();
     for m in cluster.members() {
@@ -248,30 +279,7 @@ async fn whole_cluster_upgrade(scope: &str, patroni: PathBuf) -> anyhow::Result<
 
     let view = cluster.wait_ready(2, BOOT).await?;
     assert!(!view.pause, "left paused: {view:?}");
-    let versions = server_versions(&cluster).await?;
-    assert!(versions.iter().all(|v| *v / 10000 == 16), "{versions:?}");
-    let new_leader = cluster.leader().await?;
-    assert_eq!(
-        data_checksum(&cluster, new_leader).await?,
-        sum,
-        "data changed"
-    );
-    let c = cluster.member(new_leader).connect("app").await?;
-    let checksums: String = c.query_one("SHOW data_checksums", &[]).await?.get(0);
-    assert_eq!(checksums, "on");
-    // Replicas stream the new primary's writes.
-    c.batch_execute("INSERT INTO items VALUES (50001, 'after')")
-        .await?;
-    for i in (0..3).filter(|i| *i != new_leader) {
-        let m = cluster.member(i);
-        wait::until(Duration::from_secs(60), "the row on a replica", || async {
-            let c = m.connect("app").await?;
-            let n: i64 = c.query_one("SELECT count(*) FROM items", &[]).await?.get(0);
-            Ok((n == 50001).then_some(()))
-        })
-        .await?;
-        assert_eq!(data_checksum(&cluster, i).await?.len(), 32);
-    }
+    let new_leader = runs_16_with(&cluster, &sum, "data changed").await?;
     let status = status_file(&cluster, leader)?;
     eprintln!("status: {status:#}");
     assert_eq!(status["outcome"], "succeeded");
@@ -579,22 +587,8 @@ async fn a_15_backup_is_cloned_into_a_16_cluster() -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("{e}\n{}", clone.logs(80)))?;
     eprintln!("15 → 16 clone ready in {:?}", started.elapsed());
-    assert!(
-        server_versions(&clone)
-            .await?
-            .iter()
-            .all(|v| *v / 10000 == 16),
-        "not every member runs 16"
-    );
-    let leader = clone.leader().await?;
-    assert_eq!(
-        data_checksum(&clone, leader).await?,
-        sum,
-        "not the state at {target}"
-    );
+    let leader = runs_16_with(&clone, &sum, &format!("not the state at {target}")).await?;
     let lc = clone.member(leader).connect("app").await?;
-    let checksums: String = lc.query_one("SHOW data_checksums", &[]).await?.get(0);
-    assert_eq!(checksums, "on");
     let stats: i64 = lc
         .query_one(
             "SELECT count(*) FROM pg_stats WHERE tablename = 'items'",
@@ -605,22 +599,6 @@ async fn a_15_backup_is_cloned_into_a_16_cluster() -> anyhow::Result<()> {
     assert!(stats > 0, "no statistics after the upgrade");
     let work_mem: String = lc.query_one("SHOW work_mem", &[]).await?.get(0);
     assert_eq!(work_mem, "7MB", "ALTER SYSTEM settings not carried over");
-    lc.batch_execute("INSERT INTO items VALUES (60000, 'on 16')")
-        .await?;
-    let replica = clone.member(1 - leader);
-    wait::until(
-        Duration::from_secs(60),
-        "the row on the replica",
-        || async {
-            let c = replica.connect("app").await?;
-            let n: i64 = c
-                .query_one("SELECT count(*) FROM items WHERE id = 60000", &[])
-                .await?
-                .get(0);
-            Ok((n == 1).then_some(()))
-        },
-    )
-    .await?;
     clone
         .until(
             BOOT,
