@@ -1,4 +1,4 @@
-//! Parity with Spilo's `configure_spilo.py`: for every reference case in `shared/fixtures/spilo-configure`,
+//! Parity with Spilo's `configure_spilo.py`: for every reference case in `tests/fixtures/spilo-configure`,
 //! `configure::apply` must write the same Patroni configuration (as data, after the documented deviations are
 //! applied to Spilo's output), the same envdir files, the same certificates, and a schedule equivalent to
 //! Spilo's crontab. Every deviation transform must match at least once across the cases, so a deviation that
@@ -61,10 +61,11 @@ fn python_yaml(path: &Path) -> Value {
 }
 
 fn fixtures() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/spilo-configure");
+    // A copy of the team's reference outputs (shared/fixtures), kept in the repository so a bare clone tests.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/spilo-configure");
     assert!(
         dir.join("image.env").is_file(),
-        "Spilo reference fixtures not found at {} (the shared/ directory next to the repository)",
+        "Spilo reference fixtures not found at {}",
         dir.display()
     );
     dir
