@@ -280,6 +280,20 @@ async fn whole_cluster_upgrade(scope: &str, patroni: PathBuf) -> anyhow::Result<
     let view = cluster.wait_ready(2, BOOT).await?;
     assert!(!view.pause, "left paused: {view:?}");
     let new_leader = runs_16_with(&cluster, &sum, "data changed").await?;
+    // Patroni was restarted on every member on purpose: no member reports a crash.
+    for m in cluster.members() {
+        let log = std::fs::read_to_string(m.dir().join("agent.log"))?;
+        assert!(
+            !log.contains("exited unexpectedly"),
+            "{}: Patroni restart reported as a crash",
+            m.name
+        );
+        assert!(
+            log.contains("Patroni stopped on request"),
+            "{}: no requested restart",
+            m.name
+        );
+    }
     let status = status_file(&cluster, leader)?;
     eprintln!("status: {status:#}");
     assert_eq!(status["outcome"], "succeeded");

@@ -155,6 +155,10 @@ impl Supervisor {
                     }
                 }
             };
+            if let Some(reason) = patroni::take_restart_request(&launch.config) {
+                tracing::info!(status = %describe(&status), "Patroni stopped on request ({reason}); starting it again");
+                continue;
+            }
             let delay = backoff.on_exit(started.elapsed());
             tracing::error!(
                 status = %describe(&status),

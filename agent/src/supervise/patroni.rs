@@ -131,6 +131,32 @@ fn classify(line: &str) -> (Level, &str) {
     (Level::Info, line)
 }
 
+/// A file next to Patroni's configuration saying that the next exit of Patroni was asked for (the upgrade
+/// restarts it to load a new `bin_dir`), with the reason: the supervisor then restarts it at once and
+/// does not report a crash.
+pub fn restart_request(config: &Path) -> PathBuf {
+    config.with_file_name("pgherd-patroni-restart")
+}
+
+/// Asks for the restart that the next exit of Patroni is (see [`restart_request`]).
+pub fn request_restart(config: &Path, reason: &str) -> std::io::Result<()> {
+    std::fs::write(restart_request(config), reason)
+}
+
+/// Takes a recent restart request, if any (an old one is stale and means nothing).
+pub fn take_restart_request(config: &Path) -> Option<String> {
+    let path = restart_request(config);
+    let fresh = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| {
+            t.elapsed()
+                .is_ok_and(|age| age < std::time::Duration::from_secs(600))
+        });
+    let reason = std::fs::read_to_string(&path).ok();
+    let _ = std::fs::remove_file(&path);
+    reason.filter(|_| fresh)
+}
+
 /// The Patroni executable to run.
 pub fn program(env: &BTreeMap<String, String>) -> PathBuf {
     env.get("PGHERD_PATRONI")
@@ -151,6 +177,19 @@ pub fn agent_dir() -> anyhow::Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_restart_request_is_taken_once() {
+        let d = tempfile::tempdir().unwrap();
+        let config = d.path().join("postgres.yml");
+        assert_eq!(take_restart_request(&config), None);
+        request_restart(&config, "upgrade to 16").unwrap();
+        assert_eq!(
+            take_restart_request(&config).as_deref(),
+            Some("upgrade to 16")
+        );
+        assert_eq!(take_restart_request(&config), None);
+    }
 
     #[test]
     fn patroni_levels_are_mapped() {

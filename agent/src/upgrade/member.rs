@@ -86,6 +86,14 @@ impl Member {
             pid,
             "restarting Patroni (SIGTERM; pgherd-agent run starts it again)"
         );
+        if let Err(e) = crate::supervise::patroni::request_restart(
+            &self.config_path,
+            "major upgrade: loading the new configuration",
+        ) {
+            tracing::warn!(
+                "cannot tell the supervisor about the restart ({e}); it will report a crash"
+            );
+        }
         kill(Pid::from_raw(pid), Signal::SIGTERM)
             .map_err(|e| format!("signalling Patroni {pid}: {e}"))?;
         let deadline = Instant::now() + timeout;
