@@ -44,22 +44,26 @@ struct Run {
     took: Duration,
 }
 
-/// Runs `pgherd-agent upgrade --members 3` with the leader's environment plus the operator's new
-/// PGVERSION, as `kubectl exec` in a rotated pod would.
-fn upgrade(cluster: &Cluster, leader: usize, overrides: &[(&str, &str)]) -> anyhow::Result<Run> {
+/// `pgherd-agent upgrade --members 3` with the leader's environment plus the operator's new PGVERSION, as
+/// `kubectl exec` in a rotated pod would.
+fn upgrade_command(cluster: &Cluster, leader: usize, overrides: &[(&str, &str)]) -> Command {
     let m = cluster.member(leader);
-    let agent: PathBuf = m.dir().parent().unwrap().join("bin/pgherd-agent");
     let mut env: BTreeMap<String, String> = m.env().clone();
     env.insert("PGVERSION".into(), "16".into());
     for (k, v) in overrides {
         env.insert(k.to_string(), v.to_string());
     }
-    let started = Instant::now();
-    let out = Command::new(agent)
-        .args(["upgrade", "--members", "3"])
+    let mut cmd = Command::new(m.dir().parent().unwrap().join("bin/pgherd-agent"));
+    cmd.args(["upgrade", "--members", "3"])
         .env_clear()
-        .envs(&env)
-        .output()?;
+        .envs(&env);
+    cmd
+}
+
+/// Runs [`upgrade_command`] to completion.
+fn upgrade(cluster: &Cluster, leader: usize, overrides: &[(&str, &str)]) -> anyhow::Result<Run> {
+    let started = Instant::now();
+    let out = upgrade_command(cluster, leader, overrides).output()?;
     let output = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -391,6 +395,36 @@ async fn failure_after_the_link_phase_rolls_back_to_15() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// After the upgrade process was killed: waits until the leader's agent has taken over and the status says
+/// `outcome`, and checks that its log says `log_says`.
+async fn agent_takes_over(
+    cluster: &Cluster,
+    leader: usize,
+    outcome: &str,
+    log_says: &str,
+) -> anyhow::Result<()> {
+    let killed = Instant::now();
+    wait::until(
+        BOOT,
+        "the agent to settle the upgrade by itself",
+        || async {
+            let status = status_file(cluster, leader)?;
+            Ok((status["outcome"] == outcome).then_some(()))
+        },
+    )
+    .await?;
+    eprintln!(
+        "outcome {outcome} recorded by the agent {:?} after the kill",
+        killed.elapsed()
+    );
+    let log = std::fs::read_to_string(cluster.member(leader).dir().join("agent.log"))?;
+    anyhow::ensure!(
+        log.contains(log_says),
+        "the agent log does not say {log_says:?}"
+    );
+    Ok(())
+}
+
 /// Before the point of no return, nobody has to come back: the upgrade process is SIGKILLed right after
 /// pg_upgrade linked the files (the old cluster's pg_control renamed, replicas stopped, Patroni paused),
 /// and the leader's watcher sees its runner gone, rolls back and resumes Patroni by itself.
@@ -409,14 +443,7 @@ async fn an_upgrade_killed_before_the_point_of_no_return_is_rolled_back_by_the_a
         linked.display()
     ))?;
 
-    let m = cluster.member(leader);
-    let mut env: BTreeMap<String, String> = m.env().clone();
-    env.insert("PGVERSION".into(), "16".into());
-    env.insert("PGHERD_PG_BIN_DIRS".into(), map);
-    let mut child = Command::new(m.dir().parent().unwrap().join("bin/pgherd-agent"))
-        .args(["upgrade", "--members", "3"])
-        .env_clear()
-        .envs(&env)
+    let mut child = upgrade_command(&cluster, leader, &[("PGHERD_PG_BIN_DIRS", &map)])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()?;
@@ -430,22 +457,8 @@ async fn an_upgrade_killed_before_the_point_of_no_return_is_rolled_back_by_the_a
     assert_eq!(status["phase"], "pg_upgrade", "{status:#}");
     child.kill()?;
     child.wait()?;
-    let killed = Instant::now();
-    wait::until(BOOT, "the agent to roll back by itself", || async {
-        let status = status_file(&cluster, leader)?;
-        Ok((status["outcome"] == "rolled_back").then_some(()))
-    })
-    .await?;
+    agent_takes_over(&cluster, leader, "rolled_back", "taking over its recovery").await?;
     intact(&cluster, &sum).await?;
-    eprintln!(
-        "15 running again, unpaused, {:?} after the kill",
-        killed.elapsed()
-    );
-    let log = std::fs::read_to_string(m.dir().join("agent.log"))?;
-    assert!(
-        log.contains("taking over its recovery"),
-        "no takeover in the agent log"
-    );
     drop(wrapper);
     let _ = std::fs::remove_file(&linked);
     Ok(())
@@ -462,13 +475,7 @@ async fn an_upgrade_killed_after_the_point_of_no_return_resumes() -> anyhow::Res
     let leader = cluster.leader().await?;
     let sum = setup_data(&cluster, leader).await?;
 
-    let m = cluster.member(leader);
-    let mut env: BTreeMap<String, String> = m.env().clone();
-    env.insert("PGVERSION".into(), "16".into());
-    let mut child = Command::new(m.dir().parent().unwrap().join("bin/pgherd-agent"))
-        .args(["upgrade", "--members", "3"])
-        .env_clear()
-        .envs(&env)
+    let mut child = upgrade_command(&cluster, leader, &[])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()?;
@@ -491,25 +498,13 @@ async fn an_upgrade_killed_after_the_point_of_no_return_resumes() -> anyhow::Res
     assert!(status["outcome"].is_null(), "{status:#}");
 
     // The leader's watcher sees the runner gone and resumes; an operator re-run meanwhile is refused.
-    let killed = Instant::now();
-    wait::until(
-        BOOT,
-        "the agent to finish the upgrade by itself",
-        || async {
-            let status = status_file(&cluster, leader)?;
-            Ok((status["outcome"] == "succeeded").then_some(()))
-        },
+    agent_takes_over(
+        &cluster,
+        leader,
+        "succeeded",
+        "resuming an upgrade that passed the point of no return",
     )
     .await?;
-    eprintln!(
-        "finished by the agent {:?} after the kill",
-        killed.elapsed()
-    );
-    let log = std::fs::read_to_string(m.dir().join("agent.log"))?;
-    assert!(
-        log.contains("resuming an upgrade that passed the point of no return"),
-        "no resume in the agent log"
-    );
     let run = upgrade(&cluster, leader, &[])?;
     assert!(run.ok, "{}", run.output);
     assert!(
