@@ -140,11 +140,14 @@ async fn run(args: Args) -> Result<(), Error> {
         decision = Start::Fresh;
     }
     tracing::info!(target = %target, data_version = %facts.data_version, ?decision, "upgrade");
-    let from = match (&decision, &pending) {
-        (Start::Resume(_), Some(i)) => i.from.clone(),
-        // The directories may already be switched: the instruction knows what the old major was.
-        (Start::RollBackThenFresh, Some(i)) if unfinished => i.from.clone(),
-        _ => facts.data_version.clone(),
+    // This leader's own attempt, killed before the point of no return: undone from its instruction.
+    let interrupted = decision == Start::RollBackThenFresh && unfinished;
+    // Resuming or undoing works on the pending instruction (the directories may already be switched:
+    // it knows what the old major was); anything else starts a new one.
+    let pending = pending.filter(|_| matches!(decision, Start::Resume(_)) || interrupted);
+    let from = match &pending {
+        Some(i) => i.from.clone(),
+        None => facts.data_version.clone(),
     };
     let from_major = Major::parse(&from).ok_or_else(|| {
         setup(format!(
@@ -160,17 +163,12 @@ async fn run(args: Args) -> Result<(), Error> {
     let rw_dir = PathBuf::from(env.get("RW_DIR").map(String::as_str).unwrap_or("/run"));
     let id = pending
         .as_ref()
-        .filter(|_| {
-            matches!(decision, Start::Resume(_))
-                || (decision == Start::RollBackThenFresh && unfinished)
-        })
         .map(|i| i.id.clone())
         .unwrap_or_else(|| format!("{}-{}", status::now(), std::process::id()));
     let status = status::StatusFile::resume_or_new(&rw_dir, &id, &from, &target);
-    let instr = match (&decision, pending) {
-        (Start::Resume(_), Some(i)) => i,
-        (Start::RollBackThenFresh, Some(i)) if unfinished => i,
-        _ => Instruction {
+    let instr = match pending {
+        Some(i) => i,
+        None => Instruction {
             id,
             from: from.clone(),
             to: target.clone(),
@@ -187,7 +185,7 @@ async fn run(args: Args) -> Result<(), Error> {
         },
     };
     let mut leader = Leader::new(pg, me, env, status, instr, args.members);
-    if decision == Start::RollBackThenFresh && unfinished {
+    if interrupted {
         let id = leader.instr.id.clone();
         leader
             .recover_interrupted(
