@@ -71,8 +71,21 @@ pub struct ArchiveReport {
     pub last_failed_unix: Option<f64>,
     /// WAL files waiting for archive_command.
     pub waiting: Option<f64>,
-    /// `healthy`, `failing`, `idle` (nothing archived or failed yet) or `unknown`.
+    /// `healthy`, `failing`, `gap` (a WAL file is missing from the archive), `idle` (nothing archived or
+    /// failed yet) or `unknown`.
     pub health: String,
+    /// The leader's last continuity check of the archive (absent on other members).
+    pub continuity: Option<ContinuityReport>,
+}
+
+#[derive(Debug, Default, Serialize, PartialEq)]
+pub struct ContinuityReport {
+    pub checked_unix: f64,
+    /// Files missing between the oldest backup and the newest archived segment.
+    pub gap_files: f64,
+    pub first_gap: Option<String>,
+    /// Per timeline, the end of its newest archived segment (`X/Y`).
+    pub newest: Vec<(u32, String)>,
 }
 
 pub fn main(args: Args) -> anyhow::Result<ExitCode> {
@@ -145,6 +158,47 @@ pub fn parse_exposition(text: &str) -> BTreeMap<String, f64> {
         .collect()
 }
 
+/// Samples of a labelled series as (labels, value); labels as `name="value"` pairs.
+fn labelled(text: &str, name: &str) -> Vec<(BTreeMap<String, String>, f64)> {
+    text.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?.strip_prefix('{')?;
+            let (labels, value) = rest.rsplit_once('}')?;
+            let labels = labels
+                .split(',')
+                .filter_map(|kv| {
+                    let (k, v) = kv.split_once('=')?;
+                    Some((k.trim().to_string(), v.trim().trim_matches('"').to_string()))
+                })
+                .collect();
+            Some((labels, value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+fn continuity(text: &str, samples: &BTreeMap<String, f64>) -> Option<ContinuityReport> {
+    let checked_unix = *samples.get("pgherd_wal_archive_continuity_check_timestamp_seconds")?;
+    let mut newest: Vec<(u32, String)> = labelled(text, "pgherd_wal_archive_newest_end_lsn_bytes")
+        .into_iter()
+        .filter_map(|(l, v)| {
+            let tli = l.get("timeline")?.parse().ok()?;
+            Some((tli, crate::backup::catalog::Lsn(v as u64).to_string()))
+        })
+        .collect();
+    newest.sort();
+    Some(ContinuityReport {
+        checked_unix,
+        gap_files: samples
+            .get("pgherd_wal_archive_gap_files")
+            .copied()
+            .unwrap_or(0.0),
+        first_gap: labelled(text, "pgherd_wal_archive_first_gap_info")
+            .into_iter()
+            .find_map(|(l, _)| l.get("file").cloned()),
+        newest,
+    })
+}
+
 pub fn build(cluster: &patroni::Cluster, scrape: Result<String, String>) -> Report {
     let members = cluster
         .members
@@ -159,9 +213,9 @@ pub fn build(cluster: &patroni::Cluster, scrape: Result<String, String>) -> Repo
             pending_restart: m.pending_restart.unwrap_or(false),
         })
         .collect();
-    let (samples, exporter_error) = match scrape {
-        Ok(text) => (parse_exposition(&text), None),
-        Err(e) => (BTreeMap::new(), Some(e)),
+    let (samples, text, exporter_error) = match scrape {
+        Ok(text) => (parse_exposition(&text), text, None),
+        Err(e) => (BTreeMap::new(), String::new(), Some(e)),
     };
     let get = |n: &str| samples.get(n).copied();
     let backup = BackupReport {
@@ -179,12 +233,18 @@ pub fn build(cluster: &patroni::Cluster, scrape: Result<String, String>) -> Repo
         last_failed_unix: get("pgherd_pg_stat_archiver_last_failed_time"),
         waiting: get("pgherd_pg_wal_archive_status_ready"),
         health: String::new(),
+        continuity: continuity(&text, &samples),
     };
+    let gap = archive
+        .continuity
+        .as_ref()
+        .is_some_and(|c| c.gap_files > 0.0);
     archive.health = match (
         &archive.archived_count,
         archive.last_archived_unix,
         archive.last_failed_unix,
     ) {
+        _ if gap => "gap",
         (None, _, _) => "unknown",
         (Some(_), _, Some(failed)) if archive.last_archived_unix.is_none_or(|ok| failed > ok) => {
             "failing"
@@ -313,6 +373,34 @@ pub fn render(r: &Report, now: f64) -> String {
             .map(|w| w.to_string())
             .unwrap_or_else(|| "?".into()),
     ));
+    if let Some(c) = &a.continuity {
+        let newest: Vec<String> = c
+            .newest
+            .iter()
+            .map(|(tli, lsn)| format!("timeline {tli} through {lsn}"))
+            .collect();
+        let state = if c.gap_files > 0.0 {
+            format!(
+                "GAP: {} WAL file(s) missing{}; a restore to the latest state stops there",
+                c.gap_files,
+                c.first_gap
+                    .as_ref()
+                    .map(|f| format!(", first {f}"))
+                    .unwrap_or_default()
+            )
+        } else {
+            "complete".into()
+        };
+        out.push_str(&format!(
+            "WAL archive:   {state} ({}; checked {} ago)\n",
+            if newest.is_empty() {
+                "nothing archived".into()
+            } else {
+                newest.join(", ")
+            },
+            age(now - c.checked_unix)
+        ));
+    }
     out
 }
 
@@ -410,6 +498,33 @@ mod tests {
             text.contains("WAL archiving: FAILING (10 archived"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn archive_gaps_are_reported() {
+        let scrape = format!(
+            "{SCRAPE}pgherd_wal_archive_continuity_check_timestamp_seconds 1700003500\n\
+             pgherd_wal_archive_gap_files 2\n\
+             pgherd_wal_archive_first_gap_info{{file=\"000000010000000000000005\"}} 1\n\
+             pgherd_wal_archive_newest_end_lsn_bytes{{timeline=\"2\"}} 167772160\n\
+             pgherd_wal_archive_newest_end_lsn_bytes{{timeline=\"1\"}} 83886080\n"
+        );
+        let r = build(
+            &cluster(),
+            Ok(scrape.replace("last_failed_time 1500.0", "last_failed_time 500.0")),
+        );
+        assert_eq!(r.archive.health, "gap");
+        let c = r.archive.continuity.as_ref().unwrap();
+        assert_eq!(
+            c.newest,
+            [(1, "0/5000000".to_string()), (2, "0/A000000".to_string())]
+        );
+        let text = render(&r, 1_700_003_600.0);
+        assert!(
+            text.contains("WAL archive:   GAP: 2 WAL file(s) missing, first 000000010000000000000005; a restore to the latest state stops there (timeline 1 through 0/5000000, timeline 2 through 0/A000000; checked 100s ago)"),
+            "{text}"
+        );
+        assert!(text.contains("WAL archiving: GAP"), "{text}");
     }
 
     #[test]

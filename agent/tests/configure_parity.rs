@@ -227,6 +227,23 @@ const DEVIATIONS: &[Deviation] = &[
         },
     },
     Deviation {
+        name: "the native engine archives on replicas too (archive_mode always, docs/backup.md)",
+        apply: |e| {
+            let native = str_at(
+                &mut e.config,
+                &["postgresql", "parameters", "archive_command"],
+            )
+            .is_some_and(|s| s.starts_with("pgherd-agent wal-push "));
+            match e.config["postgresql"]["parameters"].as_object_mut() {
+                Some(p) if native => {
+                    p.insert("archive_mode".into(), Value::String("always".into()));
+                    1
+                }
+                _ => 0,
+            }
+        },
+    },
+    Deviation {
         name: "every WAL envdir records its engine in PGHERD_BACKUP_ENGINE",
         apply: |e| {
             let mut n = 0;

@@ -178,6 +178,29 @@ impl Member {
     pub fn log_tail(&self, n: usize) -> String {
         crate::service::tail(&self.dir.join("agent.log"), n)
     }
+
+    /// The agent's `/metrics` exposition.
+    pub async fn scrape(&self) -> anyhow::Result<String> {
+        let url = format!("http://127.0.0.1:{}/metrics", self.metrics_port);
+        Ok(reqwest::get(&url).await?.text().await?)
+    }
+
+    /// WAL files waiting for archive_command (`.ready` in `pg_wal/archive_status`).
+    pub fn ready_files(&self) -> usize {
+        std::fs::read_dir(self.data_dir().join("pg_wal/archive_status"))
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".ready"))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+}
+
+/// The value of an unlabelled series in a Prometheus exposition.
+pub fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 pub struct Cluster {

@@ -202,3 +202,17 @@ fn write_secret(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
     f.write_all(text.as_bytes())?;
     Ok(())
 }
+
+/// A cluster archiving to `garage`, with scheduled backups far away: tests trigger them, and the first
+/// backup of a new leader is automatic.
+pub fn garage_spec(
+    scope: &str,
+    members: usize,
+    garage: &Garage,
+) -> anyhow::Result<crate::ClusterSpec> {
+    let mut spec = crate::ClusterSpec::new(scope, members)?;
+    spec.extra_env.extend(garage.spilo_env());
+    spec.extra_env
+        .insert("BACKUP_SCHEDULE".into(), "0 0 1 1 *".into());
+    Ok(spec)
+}

@@ -9,6 +9,6 @@ pub mod service;
 pub mod tools;
 pub mod wait;
 
-pub use cluster::{archive_now, Cluster, ClusterSpec, Member};
+pub use cluster::{archive_now, sample, Cluster, ClusterSpec, Member};
 pub use etcd::Etcd;
-pub use garage::Garage;
+pub use garage::{garage_spec, Garage};

@@ -3,18 +3,9 @@
 
 use std::time::Duration;
 
-use pgherd_tests::{archive_now, Cluster, ClusterSpec, Etcd, Garage, Member};
+use pgherd_tests::{archive_now, garage_spec, sample, Cluster, Etcd, Garage, Member};
 
 const BOOT: Duration = Duration::from_secs(120);
-
-fn spec_with_s3(scope: &str, members: usize, garage: &Garage) -> anyhow::Result<ClusterSpec> {
-    let mut spec = ClusterSpec::new(scope, members)?;
-    spec.extra_env.extend(garage.spilo_env());
-    // Scheduled backups far away: tests trigger them; the first backup of a new leader is automatic.
-    spec.extra_env
-        .insert("BACKUP_SCHEDULE".into(), "0 0 1 1 *".into());
-    Ok(spec)
-}
 
 /// Data checksum of table `t` (order-independent of physical layout).
 async fn checksum(c: &tokio_postgres::Client) -> anyhow::Result<String> {
@@ -32,7 +23,7 @@ async fn checksum(c: &tokio_postgres::Client) -> anyhow::Result<String> {
 async fn pitr_restores_the_exact_state_at_each_point() -> anyhow::Result<()> {
     let etcd = Etcd::start().await?;
     let garage = Garage::start().await?;
-    let src = Cluster::start(spec_with_s3("pitr", 1, &garage)?, &etcd.host())?;
+    let src = Cluster::start(garage_spec("pitr", 1, &garage)?, &etcd.host())?;
     src.wait_ready(0, BOOT).await?;
     let leader = src.member(0);
     // The first backup of a new leader is taken automatically.
@@ -65,7 +56,7 @@ async fn pitr_restores_the_exact_state_at_each_point() -> anyhow::Result<()> {
     archive_now(&c).await?;
 
     for (i, (at, expected)) in points.iter().enumerate() {
-        let mut spec = spec_with_s3(&format!("pitr-clone{i}"), 1, &garage)?;
+        let mut spec = garage_spec(&format!("pitr-clone{i}"), 1, &garage)?;
         spec.extra_env.extend(garage.clone_env("pitr"));
         spec.extra_env
             .insert("CLONE_TARGET_TIME".into(), at.clone());
@@ -99,27 +90,6 @@ fn pgbench(member: &Member, args: &[&str]) -> anyhow::Result<std::process::Outpu
     Ok(out)
 }
 
-async fn scrape(member: &Member) -> anyhow::Result<String> {
-    let url = format!("http://127.0.0.1:{}/metrics", member.metrics_port);
-    Ok(reqwest::get(&url).await?.text().await?)
-}
-
-/// The value of an unlabelled series in a Prometheus exposition.
-fn sample(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-}
-
-fn ready_files(member: &Member) -> usize {
-    std::fs::read_dir(member.data_dir().join("pg_wal/archive_status"))
-        .map(|d| {
-            d.flatten()
-                .filter(|e| e.file_name().to_string_lossy().ends_with(".ready"))
-                .count()
-        })
-        .unwrap_or(0)
-}
-
 /// Archiving keeps up under pgbench load: afterwards no `.ready` backlog and no archiver failure; then S3
 /// goes away for 60 s under load, archiving fails meanwhile and catches up afterwards, and a restore to the
 /// latest point has every committed row.
@@ -127,7 +97,7 @@ fn ready_files(member: &Member) -> usize {
 async fn archiving_keeps_up_under_load_and_survives_an_s3_outage() -> anyhow::Result<()> {
     let etcd = Etcd::start().await?;
     let mut garage = Garage::start().await?;
-    let src = Cluster::start(spec_with_s3("load", 1, &garage)?, &etcd.host())?;
+    let src = Cluster::start(garage_spec("load", 1, &garage)?, &etcd.host())?;
     src.wait_ready(0, BOOT).await?;
     let m = src.member(0);
     pgbench(m, &["-i", "-s", "10", "-q"])?;
@@ -148,7 +118,7 @@ async fn archiving_keeps_up_under_load_and_survives_an_s3_outage() -> anyhow::Re
     let end: i64 = c.query_one(lsn, &[]).await?.get(0);
     archive_now(&c).await?;
     src.until(Duration::from_secs(60), "no .ready backlog", || async {
-        Ok((ready_files(m) == 0).then_some(()))
+        Ok((m.ready_files() == 0).then_some(()))
     })
     .await?;
     let row = c
@@ -169,7 +139,7 @@ async fn archiving_keeps_up_under_load_and_survives_an_s3_outage() -> anyhow::Re
     eprintln!("pgbench {load_secs}s ({tps}): {archived} segments archived, 0 failures, no backlog");
     // Archiving went through the agent (one S3 client, look-ahead uploads), and the backup engine reports
     // into the exporter.
-    let metrics = scrape(m).await?;
+    let metrics = m.scrape().await?;
     let pushed = sample(&metrics, "pgherd_wal_push_total").unwrap_or(0.0);
     assert!(
         pushed >= generated as f64,
@@ -181,7 +151,7 @@ async fn archiving_keeps_up_under_load_and_survives_an_s3_outage() -> anyhow::Re
             Duration::from_secs(180),
             "the backup catalog in the metrics",
             || async {
-                let text = scrape(m).await?;
+                let text = m.scrape().await?;
                 Ok((sample(&text, "pgherd_backup_count").unwrap_or(0.0) >= 1.0).then_some(text))
             },
         )
@@ -216,7 +186,7 @@ async fn archiving_keeps_up_under_load_and_survives_an_s3_outage() -> anyhow::Re
         .await?
         .get(0);
     assert!(failed_during > 0, "archiving failed while S3 was down");
-    assert!(ready_files(m) > 0, "a backlog built up during the outage");
+    assert!(m.ready_files() > 0, "a backlog built up during the outage");
     garage.resume().await?;
     // Postgres's archiver backs off for up to a minute after repeated failures before it retries.
     let seg: String = c
@@ -241,12 +211,12 @@ async fn archiving_keeps_up_under_load_and_survives_an_s3_outage() -> anyhow::Re
     src.until(
         Duration::from_secs(120),
         "the backlog to drain after S3 returns",
-        || async { Ok((ready_files(m) == 0).then_some(())) },
+        || async { Ok((m.ready_files() == 0).then_some(())) },
     )
     .await?;
     eprintln!("S3 outage: {failed_during} failed attempts, backlog drained after recovery; {id} rows committed");
 
-    let mut spec = spec_with_s3("load-restore", 1, &garage)?;
+    let mut spec = garage_spec("load-restore", 1, &garage)?;
     spec.extra_env.extend(garage.clone_env("load"));
     let clone = Cluster::start(spec, &etcd.host())?;
     clone.wait_ready(0, BOOT).await?;
@@ -269,7 +239,7 @@ async fn retention_keeps_n_restorable_backups_and_killed_backups_are_never_liste
 ) -> anyhow::Result<()> {
     let etcd = Etcd::start().await?;
     let garage = Garage::start().await?;
-    let mut spec = spec_with_s3("ret", 1, &garage)?;
+    let mut spec = garage_spec("ret", 1, &garage)?;
     spec.extra_env
         .insert("BACKUP_NUM_TO_RETAIN".into(), "2".into());
     let src = Cluster::start(spec, &etcd.host())?;
@@ -367,7 +337,7 @@ async fn retention_keeps_n_restorable_backups_and_killed_backups_are_never_liste
     archive_now(&c).await?;
 
     for (name, end_lsn, rows) in &rows_at[2..] {
-        let mut spec = spec_with_s3(
+        let mut spec = garage_spec(
             &format!("ret-{}", &name[name.len() - 6..name.len() - 1]),
             1,
             &garage,
@@ -399,7 +369,7 @@ async fn clone_without_backups_fails_and_replicas_come_from_backups() -> anyhow:
     let etcd = Etcd::start().await?;
     let garage = Garage::start().await?;
 
-    let mut spec = spec_with_s3("orphan", 1, &garage)?;
+    let mut spec = garage_spec("orphan", 1, &garage)?;
     spec.extra_env.extend(garage.clone_env("no-such-cluster"));
     let orphan = Cluster::start(spec, &etcd.host())?;
     let m = orphan.member(0);
@@ -431,7 +401,7 @@ async fn clone_without_backups_fails_and_replicas_come_from_backups() -> anyhow:
     );
     drop(orphan);
 
-    let mut spec = spec_with_s3("rep", 2, &garage)?;
+    let mut spec = garage_spec("rep", 2, &garage)?;
     spec.start_first = Some(1);
     let mut cluster = Cluster::start(spec, &etcd.host())?;
     cluster.wait_ready(0, BOOT).await?;
@@ -585,7 +555,7 @@ async fn wal_push_is_idempotent_refuses_conflicts_and_fetch_verifies() -> anyhow
 async fn clone_with_basebackup_copies_a_running_cluster() -> anyhow::Result<()> {
     let etcd = Etcd::start().await?;
     let garage = Garage::start().await?;
-    let src = Cluster::start(spec_with_s3("bbsrc", 1, &garage)?, &etcd.host())?;
+    let src = Cluster::start(garage_spec("bbsrc", 1, &garage)?, &etcd.host())?;
     src.wait_ready(0, BOOT).await?;
     let s = src.member(0);
     let c = s.connect("postgres").await?;
@@ -595,7 +565,7 @@ async fn clone_with_basebackup_copies_a_running_cluster() -> anyhow::Result<()> 
     .await?;
     let expected = checksum(&c).await?;
 
-    let mut spec = spec_with_s3("bbclone", 1, &garage)?;
+    let mut spec = garage_spec("bbclone", 1, &garage)?;
     for (k, v) in [
         ("CLONE_METHOD", "CLONE_WITH_BASEBACKUP".to_string()),
         ("CLONE_SCOPE", "bbsrc".into()),

@@ -14,9 +14,9 @@ use tokio_postgres::NoTls;
 
 use super::catalog::{self, Manifest, Target};
 use super::engine::{self, Engine};
-use super::restore;
 use super::settings::Settings;
 use super::store::Store;
+use super::{continuity, restore};
 use crate::upgrade::clone::{self, Restored};
 use crate::upgrade::private::Recovery;
 
@@ -185,17 +185,55 @@ pub fn clone_with_wale(args: CloneArgs) -> anyhow::Result<ExitCode> {
     let settings = Settings::from_envdir(&args.envdir)?;
     runtime()?.block_on(async {
         let (version, store, manifest) = find(&settings, &target).await.context("clone failed")?;
+        let must_reach = if target == Target::Latest {
+            require_complete_archive(&store, &manifest, &args.recovery_target_timeline)
+                .await
+                .context("clone failed")?
+        } else {
+            // Postgres itself fails a recovery that ends before its target.
+            None
+        };
         tracing::info!(backup = %manifest.name, pg = %manifest.pg_version, %target, "restoring base backup");
         restore::restore(&store, &manifest, &args.datadir).await.context("clone failed")?;
         if let Some(v) = version {
             pin_version(&args.envdir, &v)?;
         }
         println!("restored {} ({} bytes) for {target}", manifest.name, manifest.size_bytes);
-        clone::finish(&args.datadir, Restored::Backup(recovery(&args)), args.recovery_by_patroni)
+        let recovery = Recovery {
+            must_reach,
+            ..recovery(&args)
+        };
+        clone::finish(&args.datadir, Restored::Backup(recovery), args.recovery_by_patroni)
             .await
             .context("clone failed")?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// A restore to the latest state stops quietly at the first WAL file the archive lacks, so a gap between
+/// the backup and the end of the newest timeline fails the clone before anything is restored. Returns
+/// how far the replay must get.
+async fn require_complete_archive(
+    store: &Store,
+    manifest: &Manifest,
+    timeline: &str,
+) -> anyhow::Result<Option<catalog::Lsn>> {
+    let choice = continuity::TimelineChoice::parse(timeline)
+        .map_err(|e| anyhow::anyhow!("CLONE_TARGET_TIMELINE: {e}"))?;
+    let archive =
+        continuity::load(store, manifest.wal_segment_size, &mut Default::default()).await?;
+    let report = archive.check(continuity::Start::of_backup(manifest), choice);
+    anyhow::ensure!(
+        report.complete(),
+        "the WAL archive at s3://{}/{} cannot replay backup {} to the latest state: {}; a restore would stop \
+         at the gap and lose what follows. Restore to a target before it (CLONE_TARGET_TIME or CLONE_TARGET_LSN) \
+         or put the missing file back",
+        store.settings().bucket,
+        store.settings().root(),
+        manifest.name,
+        report.describe()
+    );
+    Ok(report.must_reach(manifest.wal_segment_size))
 }
 
 /// The replay the clone needs after its base backup, from the command line.
@@ -211,6 +249,7 @@ fn recovery(args: &CloneArgs) -> Recovery {
         target_xid: args.recovery_target_xid.map(|x| x.to_string()),
         target_timeline: args.recovery_target_timeline.clone(),
         inclusive: args.recovery_target_inclusive,
+        must_reach: None,
     }
 }
 

@@ -12,7 +12,7 @@ use chrono::Utc;
 use super::engine::{self, Engine};
 use super::settings::Settings;
 use super::store::Store;
-use super::{catalog, push, retention, socket, wal};
+use super::{catalog, continuity, push, retention, socket, wal};
 use crate::local::Local;
 
 /// The envdir: `--envdir`, else `WALE_ENV_DIR`, else Spilo's default.
@@ -69,6 +69,14 @@ pub enum BackupCommand {
     },
     /// List complete backups, oldest first.
     List {
+        #[command(flatten)]
+        envdir: EnvdirArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check that the WAL archive can replay the oldest backup to the newest archived segment; exit 1 and
+    /// name the missing files when it cannot.
+    Verify {
         #[command(flatten)]
         envdir: EnvdirArg,
         #[arg(long)]
@@ -240,8 +248,12 @@ pub fn backup(cmd: BackupCommand) -> anyhow::Result<ExitCode> {
             BackupCommand::List { envdir, json } => {
                 let store = store_for(&envdir.envdir).await?;
                 let all = catalog::list(&store).await?;
+                let archive = continuity::verify(&store, &mut Default::default()).await?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&all)?);
+                    if !archive.complete() {
+                        eprintln!("WAL archive: {}", archive.describe());
+                    }
                 } else {
                     println!(
                         "{:<28} {:<26} {:>14} {:>14} {:<4} start wal",
@@ -258,8 +270,29 @@ pub fn backup(cmd: BackupCommand) -> anyhow::Result<ExitCode> {
                             m.start_wal
                         );
                     }
+                    println!("WAL archive: {}", archive.describe());
                 }
                 Ok(ExitCode::SUCCESS)
+            }
+            BackupCommand::Verify { envdir, json } => {
+                let store = store_for(&envdir.envdir).await?;
+                let report = continuity::verify(&store, &mut Default::default()).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                } else {
+                    for n in &report.newest {
+                        println!(
+                            "timeline {}: newest archived segment {} (through {})",
+                            n.timeline, n.segment, n.end_lsn
+                        );
+                    }
+                    println!("WAL archive: {}", report.describe());
+                }
+                Ok(if report.complete() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                })
             }
             BackupCommand::Delete { envdir, dry_run } => {
                 let store = store_for(&envdir.envdir).await?;

@@ -9,7 +9,9 @@ pub mod bootstrap;
 pub mod catalog;
 pub mod cli;
 pub mod codec;
+pub mod continuity;
 pub mod engine;
+pub mod monitor;
 pub mod push;
 pub mod restore;
 pub mod retention;
@@ -42,6 +44,7 @@ pub fn spawn(
     if !matches!(native, Ok(true)) {
         return None;
     }
+    monitor::spawn(envdir.clone(), local, monitor::interval(env));
     let path = scheduler::socket_path(&configured.rw_dir);
     let server = socket::Server::new(configured.data_dir.clone(), owner);
     let serve_path = path.clone();

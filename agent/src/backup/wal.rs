@@ -128,12 +128,31 @@ pub async fn push(store: &Store, path: &Path) -> Result<Pushed, Error> {
 /// Restores WAL file `name` to `dest`. Returns `false` when the archive does not have it (the normal end
 /// of recovery). The file appears at `dest` only complete and verified (written beside it, then renamed).
 pub async fn fetch(store: &Store, name: &str, dest: &Path) -> Result<bool, Error> {
+    let Some(data) = fetch_bytes(store, name).await? else {
+        return Ok(false);
+    };
+    let tmp = dest.with_extension("pgherd-tmp");
+    let write_err = |source| Error::Write {
+        path: dest.display().to_string(),
+        source,
+    };
+    let mut f = tokio::fs::File::create(&tmp).await.map_err(write_err)?;
+    f.write_all(&data).await.map_err(write_err)?;
+    f.sync_all().await.map_err(write_err)?;
+    drop(f);
+    tokio::fs::rename(&tmp, dest).await.map_err(write_err)?;
+    Ok(true)
+}
+
+/// WAL file `name`'s content, decompressed and verified against its stored checksum; `None` when the
+/// archive does not have it.
+pub async fn fetch_bytes(store: &Store, name: &str) -> Result<Option<Vec<u8>>, Error> {
     if !valid_name(name) {
         return Err(Error::Name(name.into()));
     }
     let key = store.settings().wal_key(name);
     let Some((meta, mut body)) = store.get(&key).await? else {
-        return Ok(false);
+        return Ok(None);
     };
     let corrupt = |problem: String| Error::Corrupt {
         name: name.into(),
@@ -162,17 +181,7 @@ pub async fn fetch(store: &Store, name: &str, dest: &Path) -> Result<bool, Error
             "checksum mismatch (stored {expected}, content {actual})"
         )));
     }
-    let tmp = dest.with_extension("pgherd-tmp");
-    let write_err = |source| Error::Write {
-        path: dest.display().to_string(),
-        source,
-    };
-    let mut f = tokio::fs::File::create(&tmp).await.map_err(write_err)?;
-    f.write_all(&data).await.map_err(write_err)?;
-    f.sync_all().await.map_err(write_err)?;
-    drop(f);
-    tokio::fs::rename(&tmp, dest).await.map_err(write_err)?;
-    Ok(true)
+    Ok(Some(data))
 }
 
 #[cfg(test)]

@@ -352,6 +352,10 @@ fn local_parameters(t: &Template) -> Map<String, Value> {
         p.insert(k.to_string(), v);
     };
     set("archive_command", json!(archive_command));
+    if let Some(mode) = t.main.and_then(Storage::archive_mode) {
+        // Local settings win over the DCS's, so this also reaches clusters bootstrapped with Spilo's `on`.
+        set("archive_mode", json!(mode));
+    }
     set("shared_buffers", json!(t.shared_buffers));
     set("logging_collector", json!("on"));
     set("log_destination", json!("csvlog"));

@@ -102,6 +102,13 @@ impl Storage {
             ),
         }
     }
+
+    /// `archive_mode` where it differs from Spilo's `on`: the native engine archives on replicas too, so WAL
+    /// the old leader had not archived is still archived after a failover (docs/backup.md, "Archiving on
+    /// every member"). Its pushes accept an identical copy already stored; WAL-G and WAL-E keep Spilo's mode.
+    pub fn archive_mode(&self) -> Option<&'static str> {
+        (self.engine == Engine::Native).then_some("always")
+    }
 }
 
 /// `<P>PGHERD_BACKUP_ENGINE` (native, wal-g, wal-e) if set; otherwise native for S3 unless WAL-G backups are

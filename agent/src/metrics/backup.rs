@@ -37,6 +37,17 @@ struct State {
     oldest_restorable: Option<f64>,
     wal_pushed: u64,
     wal_push_failed: u64,
+    continuity: Option<Continuity>,
+}
+
+/// The archive's continuity as last checked (see `backup::continuity`).
+#[derive(Debug, Clone, PartialEq)]
+struct Continuity {
+    checked_at: f64,
+    missing: u64,
+    first_missing: Option<String>,
+    /// Per timeline: end LSN (bytes) of the newest archived segment.
+    newest: Vec<(u32, u64)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -92,6 +103,22 @@ impl BackupMetrics {
             s.count = Some(count);
             s.oldest_restorable = oldest_restorable.map(unix);
         });
+    }
+
+    /// The archive's continuity from the oldest backup to the newest archived segment. A path that cannot
+    /// be followed at all (`problem`) counts as one missing file.
+    pub fn archive_continuity(&self, report: &crate::backup::continuity::Report) {
+        let c = Continuity {
+            checked_at: unix(SystemTime::now()),
+            missing: report.missing_count + u64::from(report.problem.is_some()),
+            first_missing: report.missing.first().cloned(),
+            newest: report
+                .newest
+                .iter()
+                .map(|n| (n.timeline, n.end_lsn.0))
+                .collect(),
+        };
+        self.with(|s| s.continuity = Some(c));
     }
 
     /// One WAL file archived by the engine.
@@ -186,6 +213,41 @@ impl BackupMetrics {
                 vec![],
                 t,
             );
+        }
+        if let Some(c) = &s.continuity {
+            f.set(
+                "pgherd_wal_archive_continuity_check_timestamp_seconds",
+                "When the leader last checked the WAL archive for gaps (Unix seconds)",
+                g,
+                vec![],
+                c.checked_at,
+            );
+            f.set(
+                "pgherd_wal_archive_gap_files",
+                "WAL files missing from the archive between the oldest backup and the newest archived \
+                 segment; a restore to the latest state would stop at the first",
+                g,
+                vec![],
+                c.missing as f64,
+            );
+            if let Some(first) = &c.first_missing {
+                f.set(
+                    "pgherd_wal_archive_first_gap_info",
+                    "The first WAL file missing from the archive",
+                    g,
+                    vec![("file".into(), first.clone())],
+                    1.0,
+                );
+            }
+            for (tli, end) in &c.newest {
+                f.set(
+                    "pgherd_wal_archive_newest_end_lsn_bytes",
+                    "End of the newest WAL segment archived per timeline (LSN as bytes)",
+                    g,
+                    vec![("timeline".into(), tli.to_string())],
+                    *end as f64,
+                );
+            }
         }
         f
     }

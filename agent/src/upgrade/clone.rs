@@ -9,6 +9,8 @@
 
 use std::path::Path;
 
+use crate::backup::catalog::Lsn;
+use crate::backup::continuity;
 use crate::configure::version::{bin_dir_for, Major};
 use crate::local::Local;
 use crate::supervise::patroni::RunAs;
@@ -32,6 +34,12 @@ pub enum Error {
     TooOld(String),
     #[error("USE_PAUSE_AT_RECOVERY_TARGET cannot be used when the backup is from PostgreSQL {from} and the cluster runs {to}: the upgrade needs a promoted server")]
     PauseAcrossMajors { from: String, to: String },
+    #[error(
+        "the replay ended at {reached}, before {must} where the archive's newest segment on the restored \
+         timeline starts: a WAL file in between could not be fetched or replayed (see the messages above); \
+         the clone is not handed to Patroni"
+    )]
+    ShortReplay { reached: Lsn, must: Lsn },
     #[error("{phase}: {message}")]
     Step {
         phase: &'static str,
@@ -141,6 +149,14 @@ pub async fn finish(
     let mut server =
         PrivateServer::start(&pg, &old_bin, &dir, recovery.as_ref()).map_err(step(what))?;
     let client = server.wait_ready(what).await.map_err(step(what))?;
+    if let Some(must) = recovery.as_ref().and_then(|r| r.must_reach) {
+        let reached = replay_end(&client, data).await.map_err(step(what))?;
+        if reached < must {
+            drop(client);
+            let _ = server.stop();
+            return Err(Error::ShortReplay { reached, must });
+        }
+    }
     if !upgrade {
         drop(client);
         server.stop().map_err(step("stopping after recovery"))?;
@@ -266,6 +282,27 @@ async fn reapply_altered_settings(pg: &Pg, text: &str, to: &str) -> Vec<String> 
         }
     }
     warnings
+}
+
+/// Where the replay ended: the switch point the promotion recorded in the new timeline's history file.
+async fn replay_end(client: &tokio_postgres::Client, data: &Path) -> Result<Lsn, String> {
+    // The checkpoint after a promotion is asynchronous, so the control file may still show the old
+    // timeline; the current WAL file's name shows the new one.
+    let tli: String = client
+        .query_one(
+            "SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)",
+            &[],
+        )
+        .await
+        .map_err(|e| pg::db_error(&e))?
+        .get(0);
+    let file = data.join(format!("pg_wal/{tli}.history"));
+    let text = std::fs::read_to_string(&file)
+        .map_err(|e| format!("reading {} after promotion: {e}", file.display()))?;
+    continuity::parse_history(&text)?
+        .last()
+        .map(|f| f.switchpoint)
+        .ok_or_else(|| format!("{} records no switch point", file.display()))
 }
 
 /// Promotion wrote a timeline history file, but with archiving off nobody marked it: mark it so the

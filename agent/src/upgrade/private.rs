@@ -18,6 +18,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use super::pg::{self, Pg, Result};
+use crate::backup::catalog::Lsn;
 
 /// Where and how far to replay archived WAL (the clone's recovery target).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -28,6 +29,9 @@ pub struct Recovery {
     pub target_xid: Option<String>,
     pub target_timeline: String,
     pub inclusive: bool,
+    /// A replay to the end of the archive must get at least this far (the start of the newest archived
+    /// segment on its path); stopping earlier means a file could not be fetched or replayed.
+    pub must_reach: Option<Lsn>,
 }
 
 /// `pg_controldata` lines naming the source's limits, and the settings that must be at least as high
