@@ -102,7 +102,7 @@ async fn insert(c: &tokio_postgres::Client, next: &mut i64, n: usize) -> anyhow:
     for _ in 0..n {
         *next += 1;
         c.execute(
-            "INSERT INTO acked VALUES ($1, repeat(md5($1::text), 8))",
+            "INSERT INTO acked VALUES ($1::bigint, repeat(md5($1::bigint::text), 8))",
             &[&*next],
         )
         .await?;
@@ -334,11 +334,15 @@ async fn clone_fails_with(
     spec.extra_env.extend(garage.clone_env(source));
     let clone = Cluster::start(spec, &etcd.host())?;
     let m = clone.member(0);
-    clone
+    let line = clone
         .until(Duration::from_secs(120), expected, || async {
-            Ok(m.log_tail(600).contains(expected).then_some(()))
+            Ok(m.log_tail(600)
+                .lines()
+                .find(|l| l.contains(expected))
+                .map(str::to_string))
         })
         .await?;
+    eprintln!("{name}: {line}");
     assert!(
         clone
             .view()
