@@ -44,7 +44,11 @@ async fn until_complete_on(
             &format!("a complete archive through timeline {timeline}"),
             || async {
                 let (ok, r) = verify(m)?;
-                let on = r["timeline"].as_u64().unwrap_or(0) >= timeline && !r["end"].is_null();
+                // The newest segment itself is on the new timeline, not only its history file.
+                let end_tli = r["end"]
+                    .as_str()
+                    .and_then(|e| u64::from_str_radix(e.get(..8)?, 16).ok());
+                let on = end_tli.is_some_and(|t| t >= timeline);
                 Ok((ok && on).then_some(r))
             },
         )
@@ -217,8 +221,9 @@ async fn an_unarchived_segment_at_failover_and_a_switchover_leave_no_gap() -> an
         .await?;
     archive_now(&c).await?;
     // postgresql.auto.conf wins over Patroni's postgresql.conf and is not replicated.
-    c.batch_execute("ALTER SYSTEM SET archive_command = '/bin/false'; SELECT pg_reload_conf()")
+    c.batch_execute("ALTER SYSTEM SET archive_command = '/bin/false'")
         .await?;
+    c.batch_execute("SELECT pg_reload_conf()").await?;
     let (mut next, mut acked) = (0, Vec::new());
     acked.extend(insert(&c, &mut next, 300).await?);
     let segment: String = c

@@ -330,6 +330,13 @@ impl Archive {
                     .map(|s| s.1)
             })
             .max();
+        // A history file proves its parent timeline went on up to the fork: those segments existed even
+        // if none of them reached the archive.
+        let forked = path
+            .last()
+            .filter(|_| path.len() > 1)
+            .and_then(|p| p.1.checked_sub(1));
+        let end = end.max(forked);
         let Some(end) = end.filter(|e| *e > start.contained_through) else {
             return report;
         };
@@ -586,6 +593,17 @@ mod tests {
         let r = a.check(start(1, 2), TimelineChoice::Current);
         assert!(r.complete());
         assert_eq!(r.end.as_deref(), Some("000000010000000000000004"));
+    }
+
+    #[test]
+    fn segments_before_a_known_fork_are_needed_even_if_none_arrived() {
+        // Timeline 2 forked in segment 9, but timeline 1 reached the archive only up to segment 5.
+        let h2 = "1\t0/9000100\tno recovery target specified\n";
+        let mut names: Vec<String> = (2..=5).map(|s| seg(1, s)).collect();
+        names.push("00000002.history".into());
+        let r = archive(&names, &[(2, h2)]).check(start(1, 2), TimelineChoice::Latest);
+        assert_eq!(r.missing, [seg(1, 6), seg(1, 7), seg(1, 8)]);
+        assert_eq!(r.end.as_deref(), Some("000000010000000000000008"));
     }
 
     #[test]

@@ -72,6 +72,8 @@ impl Daemon {
         std::fs::write(&conf, text).map_err(io)?;
         pg.chown(&conf)?;
         let mut cmd = pg.command("rsync");
+        // It holds the primary's PostgreSQL port: it must not outlive an upgrade process that is killed.
+        crate::supervise::children::die_with_parent(&mut cmd, nix::sys::signal::Signal::SIGTERM);
         cmd.args(["--daemon", "--no-detach"])
             .arg(format!("--config={}", conf.display()))
             .arg(format!("--log-file={}", dir.join("rsyncd.log").display()))
@@ -113,6 +115,68 @@ impl Drop for Daemon {
     }
 }
 
+/// Whether a command line is the daemon [`Daemon::start`] runs with `conf` (pure, tested): a pid alone
+/// may have been reused by an unrelated process.
+pub fn is_daemon_of(cmdline: &[String], conf: &Path) -> bool {
+    let config = format!("--config={}", conf.display());
+    cmdline
+        .first()
+        .is_some_and(|p| Path::new(p).file_name().is_some_and(|n| n == "rsync"))
+        && cmdline.iter().any(|a| a == "--daemon")
+        && cmdline.iter().any(|a| *a == config)
+}
+
+fn cmdline(pid: i32) -> Option<Vec<String>> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    Some(
+        raw.split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect(),
+    )
+}
+
+/// Stops an rsync daemon that an earlier, killed upgrade process started from `dir` (found by its pid
+/// file, else by scanning for its command line), before anything needs the port it holds. Returns the
+/// pids stopped.
+pub fn stop_leftover(dir: &Path) -> Vec<i32> {
+    let conf = dir.join("rsyncd.conf");
+    let recorded = std::fs::read_to_string(dir.join("rsyncd.pid"))
+        .ok()
+        .and_then(|p| p.trim().parse::<i32>().ok());
+    let mut pids: Vec<i32> = recorded
+        .into_iter()
+        .filter(|p| cmdline(*p).is_some_and(|c| is_daemon_of(&c, &conf)))
+        .collect();
+    if pids.is_empty() {
+        pids = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|p| cmdline(*p).is_some_and(|c| is_daemon_of(&c, &conf)))
+            .collect();
+    }
+    for &pid in &pids {
+        tracing::warn!(
+            pid,
+            "stopping the rsync daemon an interrupted upgrade left running"
+        );
+        let pid = nix::unistd::Pid::from_raw(pid);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < deadline
+            && cmdline(pid.as_raw()).is_some_and(|c| is_daemon_of(&c, &conf))
+        {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if cmdline(pid.as_raw()).is_some_and(|c| is_daemon_of(&c, &conf)) {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+    pids
+}
+
 /// The replica side: the arguments Spilo used, with the directory names taken from the primary.
 pub fn client_args(src: &RsyncSource, user: &str, dest_root: &Path) -> Vec<String> {
     let d = &src.data_name;
@@ -152,6 +216,35 @@ pub fn pull(pg: &Pg, member: &Member, src: &RsyncSource) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn leftover_daemons_are_recognised_by_their_command_line() {
+        let conf = Path::new("/run/pgherd/rsync/rsyncd.conf");
+        let args = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+        assert!(is_daemon_of(
+            &args(&[
+                "/usr/bin/rsync",
+                "--daemon",
+                "--no-detach",
+                "--config=/run/pgherd/rsync/rsyncd.conf"
+            ]),
+            conf
+        ));
+        assert!(!is_daemon_of(
+            &args(&["rsync", "--daemon", "--config=/other/rsyncd.conf"]),
+            conf
+        ));
+        assert!(!is_daemon_of(
+            &args(&[
+                "postgres",
+                "--daemon",
+                "--config=/run/pgherd/rsync/rsyncd.conf"
+            ]),
+            conf
+        ));
+        assert!(!is_daemon_of(&args(&["rsync", "--archive"]), conf));
+        assert!(stop_leftover(Path::new("/nonexistent-pgherd-dir")).is_empty());
+    }
 
     #[test]
     fn daemon_and_client_agree_on_module_and_directories() {
