@@ -329,6 +329,20 @@ impl Cluster {
         .map_err(|e| e.context(format!("member logs:\n{}", self.logs(60))))
     }
 
+    /// Waits until Patroni's synchronous mode has picked a synchronous standby.
+    pub async fn wait_sync_standby(&self, timeout: Duration) -> anyhow::Result<()> {
+        self.until(timeout, "a sync_standby", || async {
+            Ok(self
+                .view()
+                .await?
+                .members
+                .iter()
+                .any(|m| m.role == "sync_standby")
+                .then_some(()))
+        })
+        .await
+    }
+
     /// [`wait::until`] that attaches every member's recent log to a timeout, for diagnosable failures.
     pub async fn until<T, F, Fut>(
         &self,

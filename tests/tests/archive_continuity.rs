@@ -55,20 +55,6 @@ async fn until_complete_on(
         .await
 }
 
-async fn wait_sync_standby(cluster: &Cluster) -> anyhow::Result<()> {
-    cluster
-        .until(Duration::from_secs(60), "a sync_standby", || async {
-            Ok(cluster
-                .view()
-                .await?
-                .members
-                .iter()
-                .any(|m| m.role == "sync_standby")
-                .then_some(()))
-        })
-        .await
-}
-
 async fn wait_first_backup(cluster: &Cluster, m: &Member) -> anyhow::Result<()> {
     cluster
         .until(
@@ -165,7 +151,7 @@ async fn failover_during_an_s3_outage_leaves_no_gap_and_a_clone_has_every_row() 
     let mut garage = Garage::start().await?;
     let mut cluster = Cluster::start(spec("outage", 2, &garage)?, &etcd.host())?;
     cluster.wait_ready(1, BOOT).await?;
-    wait_sync_standby(&cluster).await?;
+    cluster.wait_sync_standby(Duration::from_secs(60)).await?;
     let old = cluster.leader().await?;
     wait_first_backup(&cluster, cluster.member(old)).await?;
     let c = cluster.member(old).connect("postgres").await?;
@@ -212,7 +198,7 @@ async fn an_unarchived_segment_at_failover_and_a_switchover_leave_no_gap() -> an
     let garage = Garage::start().await?;
     let mut cluster = Cluster::start(spec("unarchived", 2, &garage)?, &etcd.host())?;
     cluster.wait_ready(1, BOOT).await?;
-    wait_sync_standby(&cluster).await?;
+    cluster.wait_sync_standby(Duration::from_secs(60)).await?;
     let old = cluster.leader().await?;
     let new = 1 - old;
     wait_first_backup(&cluster, cluster.member(old)).await?;
@@ -280,7 +266,7 @@ async fn an_unarchived_segment_at_failover_and_a_switchover_leave_no_gap() -> an
     std::fs::write(&auto, kept)?;
     cluster.member_mut(old).start()?;
     cluster.wait_ready(1, BOOT).await?;
-    wait_sync_standby(&cluster).await?;
+    cluster.wait_sync_standby(Duration::from_secs(60)).await?;
     let (new_name, old_name) = (
         cluster.member(new).name.clone(),
         cluster.member(old).name.clone(),

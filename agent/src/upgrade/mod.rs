@@ -161,6 +161,9 @@ async fn run(args: Args) -> Result<(), Error> {
         new_bin: bin_dir_for(&env, &target_major),
     };
     let rw_dir = PathBuf::from(env.get("RW_DIR").map(String::as_str).unwrap_or("/run"));
+    // No live runner is left (checked above): an rsync daemon of a killed one would hold the port the
+    // new primary needs.
+    rsync::stop_leftover(&rw_dir.join("pgherd/rsync"));
     let id = pending
         .as_ref()
         .map(|i| i.id.clone())
