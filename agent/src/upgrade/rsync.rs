@@ -123,7 +123,7 @@ pub fn is_daemon_of(cmdline: &[String], conf: &Path) -> bool {
         .first()
         .is_some_and(|p| Path::new(p).file_name().is_some_and(|n| n == "rsync"))
         && cmdline.iter().any(|a| a == "--daemon")
-        && cmdline.iter().any(|a| *a == config)
+        && cmdline.contains(&config)
 }
 
 fn cmdline(pid: i32) -> Option<Vec<String>> {
