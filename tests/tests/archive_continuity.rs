@@ -48,8 +48,11 @@ async fn until_complete_on(
                 let end_tli = r["end"]
                     .as_str()
                     .and_then(|e| u64::from_str_radix(e.get(..8)?, 16).ok());
-                let on = end_tli.is_some_and(|t| t >= timeline);
-                Ok((ok && on).then_some(r))
+                if ok && end_tli.is_some_and(|t| t >= timeline) {
+                    return Ok(Some(r));
+                }
+                // Kept as the reason if the wait times out.
+                anyhow::bail!("backup verify says: {r}")
             },
         )
         .await
@@ -167,16 +170,20 @@ async fn failover_during_an_s3_outage_leaves_no_gap_and_a_clone_has_every_row() 
     }
     let waiting = cluster.member(old).ready_files();
     assert!(waiting >= 6, "{waiting} segments wait on the leader");
+    let new = 1 - old;
     drop(c);
     cluster.member_mut(old).kill9();
-    let new = 1 - old;
     let c = until_leader(&cluster, new).await?;
     garage.resume().await?;
     acked.extend(insert(&c, &mut next, 10).await?);
     c.query_one("SELECT pg_switch_wal()", &[]).await?;
     let report = until_complete_on(&cluster, cluster.member(new), 2).await?;
+    let swept = cluster
+        .member(new)
+        .log_tail(2000)
+        .contains("never marked for archiving");
     eprintln!(
-        "{waiting} segments were waiting at the failover; archive: {}",
+        "{waiting} segments were waiting at the failover; archive: {}; orphaned segment marked by the agent: {swept}",
         report["end"]
     );
     // The leader's monitor agrees, so the alert stays quiet.

@@ -12,6 +12,7 @@ pub mod codec;
 pub mod continuity;
 pub mod engine;
 pub mod monitor;
+pub mod orphans;
 pub mod push;
 pub mod restore;
 pub mod retention;

@@ -4,13 +4,14 @@
 //! segment nobody tried to archive fails nothing.
 //!
 //! Cost: one LIST request per 1000 WAL objects per interval, plus one GET per timeline history file, once.
-//! Only the leader checks, so a cluster pays this once and alerts fire once.
+//! Only the leader checks, so a cluster pays this once and alerts fire once. Every 15 s the leader also
+//! marks for archiving the segments of earlier timelines nobody would archive ([`orphans`]).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{cli, continuity, scheduler};
+use super::{cli, continuity, orphans, scheduler};
 use crate::local::Local;
 
 pub const INTERVAL_VAR: &str = "PGHERD_ARCHIVE_CHECK_INTERVAL";
@@ -33,23 +34,37 @@ pub fn interval(env: &BTreeMap<String, String>) -> Duration {
     }
 }
 
+/// How often the leader looks for orphaned segments of earlier timelines ([`orphans`]): cheap (two
+/// directory listings), and soon after a promotion is when they appear.
+const SWEEP_EVERY: Duration = Duration::from_secs(15);
+
 /// Starts the monitor on the current runtime.
 pub fn spawn(envdir: PathBuf, local: &Local, every: Duration) {
     let Some(api) = local.api_url.clone() else {
         return;
     };
+    let data_dir = local.data_dir.clone();
     tokio::spawn(async move {
         let mut histories = BTreeMap::new();
         let mut last_logged = None;
-        // Soon after start (once this member leads), then every interval.
-        let mut wait = every.min(Duration::from_secs(15));
+        let tick = every.min(SWEEP_EVERY);
+        // The first check soon after this member leads, then every interval.
+        let mut next_check = tokio::time::Instant::now();
         loop {
-            tokio::time::sleep(wait).await;
-            let leader = pgherd_shared::patroni::Client::new(api.clone())
+            tokio::time::sleep(tick).await;
+            let Ok(status) = pgherd_shared::patroni::Client::new(api.clone())
                 .status()
                 .await
-                .is_ok_and(|s| scheduler::should_run(&s.role, false));
-            if !leader {
+            else {
+                continue;
+            };
+            if !scheduler::should_run(&status.role, false) {
+                continue;
+            }
+            if let Some(timeline) = status.timeline.and_then(|t| u32::try_from(t).ok()) {
+                sweep(&data_dir, timeline);
+            }
+            if tokio::time::Instant::now() < next_check {
                 continue;
             }
             let store = match cli::store_for(&envdir).await {
@@ -67,10 +82,25 @@ pub fn spawn(envdir: PathBuf, local: &Local, every: Duration) {
                         tracing::error!("WAL archive gap: {line}");
                     }
                     last_logged = Some(line);
-                    wait = every;
+                    next_check = tokio::time::Instant::now() + every;
                 }
                 Err(e) => tracing::warn!("archive continuity not checked: {e}"),
             }
         }
     });
+}
+
+fn sweep(data_dir: &std::path::Path, timeline: u32) {
+    match orphans::mark(data_dir, timeline) {
+        Ok(names) if names.is_empty() => {}
+        Ok(names) => tracing::warn!(
+            "{} segment(s) of an earlier timeline were never marked for archiving; marked now: {}",
+            names.len(),
+            names.join(", ")
+        ),
+        Err(e) => tracing::warn!(
+            "looking for unarchived segments of earlier timelines in {}: {e}",
+            data_dir.display()
+        ),
+    }
 }
