@@ -7,7 +7,6 @@
 //! (PGHERD_METRICS_CACHE_TTL, 10 s by default).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -120,13 +119,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
 /// Patroni's port from the rendered config (`PGHERD_PATRONI_CONFIG`, else `$RW_DIR/postgres.yml`, else
 /// `/run/postgres.yml`), else `$APIPORT`, else 8008.
 fn default_api(env: &BTreeMap<String, String>) -> String {
-    let config = env
-        .get(crate::local::CONFIG_VAR)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env.get("RW_DIR").map(String::as_str).unwrap_or("/run"))
-                .join("postgres.yml")
-        });
+    let config = crate::upgrade::member::config_path(env);
     metrics::patroni_api(&config).unwrap_or_else(|| {
         let port = env.get("APIPORT").map(String::as_str).unwrap_or("8008");
         format!("http://127.0.0.1:{port}")

@@ -9,7 +9,7 @@ use super::member::Member;
 use super::pg::{self, Pg, Result};
 use super::plan::{Instruction, Outcome, Phase, ReplicaState, RsyncSource, Runner};
 use super::status::StatusFile;
-use super::{dcs, rsync, Error};
+use super::{dcs, failpoint, rsync, Error};
 
 pub struct Leader {
     pub pg: Pg,
@@ -50,6 +50,7 @@ impl Leader {
             pid: std::process::id(),
             members: self.expected_members,
         });
+        self.status.status.runner = self.instr.runner.clone();
     }
 
     /// Undoes an attempt whose process died before the point of no return: servers pg_upgrade left
@@ -76,7 +77,9 @@ impl Leader {
     async fn enter(&mut self, phase: Phase, message: &str) -> Result<()> {
         self.instr.phase = phase;
         self.status.phase(phase, message);
-        dcs::publish(&self.member.api, &self.instr).await
+        dcs::publish(&self.member.api, &self.instr).await?;
+        failpoint::reached(phase.name());
+        Ok(())
     }
 
     /// A run from the beginning: pre-checks (nothing changes if they fail), then the reversible part, then
@@ -204,6 +207,7 @@ impl Leader {
         self.enter(Phase::PgUpgrade, "running pg_upgrade --link on the primary")
             .await?;
         self.pg.pg_upgrade(false, "").await?;
+        failpoint::reached(failpoint::PG_UPGRADE_LINKED);
         let deadline = Duration::from_secs(180);
         let waiting = self
             .wait_reports(&[ReplicaState::Stopped, ReplicaState::StopFailed], deadline)
@@ -260,6 +264,7 @@ impl Leader {
             );
             self.wait_reports(&[ReplicaState::Synced, ReplicaState::SyncFailed], budget)
                 .await?;
+            failpoint::reached(failpoint::REPLICAS_SYNCED);
             if let Some(d) = self.rsyncd.take() {
                 d.stop();
             }

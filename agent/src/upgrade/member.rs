@@ -178,8 +178,36 @@ pub fn patroni_pid(config: &Path) -> Option<i32> {
 
 /// Whether `pid` is still a `pgherd-agent upgrade` process (not a zombie, not a reused pid).
 pub fn runner_alive(pid: u32) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .is_ok_and(|c| c.split(|b| *b == 0).any(|arg| arg == b"upgrade"))
+    runner_args(pid).is_some()
+}
+
+/// Whether `pid` is a `pgherd-agent upgrade --recover` (the watcher's, not a person's).
+pub fn runner_is_recovery(pid: u32) -> bool {
+    runner_args(pid).is_some_and(|args| args.iter().any(|a| a == b"--recover"))
+}
+
+fn runner_args(pid: u32) -> Option<Vec<Vec<u8>>> {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let args: Vec<Vec<u8>> = cmdline.split(|b| *b == 0).map(<[u8]>::to_vec).collect();
+    args.iter().any(|a| a == b"upgrade").then_some(args)
+}
+
+/// Stops a recovery runner with SIGTERM (SIGKILL after `timeout`); true once it is gone. What it started
+/// dies with it (parent-death signals) or is stopped by the run that takes over.
+pub async fn stop_runner(pid: u32, timeout: std::time::Duration) -> bool {
+    use nix::sys::signal::{kill, Signal};
+    let target = nix::unistd::Pid::from_raw(pid as i32);
+    let _ = kill(target, Signal::SIGTERM);
+    let deadline = tokio::time::Instant::now() + timeout;
+    while runner_alive(pid) {
+        if tokio::time::Instant::now() >= deadline {
+            let _ = kill(target, Signal::SIGKILL);
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            return !runner_alive(pid);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    true
 }
 
 /// Environment of this process as a map (the pod's environment for `run` and `kubectl exec`).
@@ -192,7 +220,12 @@ pub fn config_path(env: &BTreeMap<String, String>) -> PathBuf {
     if let Some(p) = env.get(crate::local::CONFIG_VAR) {
         return PathBuf::from(p);
     }
-    PathBuf::from(env.get("RW_DIR").map(String::as_str).unwrap_or("/run")).join("postgres.yml")
+    rw_dir(env).join("postgres.yml")
+}
+
+/// Spilo's `RW_DIR` (default `/run`), where the status file and Patroni's configuration live.
+pub fn rw_dir(env: &BTreeMap<String, String>) -> PathBuf {
+    PathBuf::from(env.get("RW_DIR").map(String::as_str).unwrap_or("/run"))
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ mod backup;
 pub mod checks;
 pub mod clone;
 mod dcs;
+mod failpoint;
 mod leader;
 pub mod member;
 pub mod pg;
@@ -28,6 +29,7 @@ use anyhow::Context;
 
 use crate::configure::version::{bin_dir_for, Major};
 use crate::supervise::patroni::RunAs;
+pub use failpoint::VAR as STOP_AT_VAR;
 use leader::Leader;
 use plan::{Instruction, LeaderFacts, Phase, Start};
 
@@ -119,24 +121,16 @@ async fn run(args: Args) -> Result<(), Error> {
         new_exists: root.join(format!("{name}_new")).exists(),
         old_exists: root.join(format!("{name}_old")).exists(),
     };
-    if let Some(r) = pending
-        .as_ref()
-        .filter(|i| i.outcome.is_none())
-        .and_then(|i| i.runner.as_ref())
-        .filter(|r| r.pid != std::process::id() && member::runner_alive(r.pid))
-    {
-        return Err(setup(format!(
-            "another upgrade process (pid {}) is working on this upgrade; wait for it to finish",
-            r.pid
-        )));
-    }
+    let rw_dir = member::rw_dir(&env);
+    let earlier = status::StatusFile::read(&rw_dir);
+    stop_or_refuse_other_runners(pending.as_ref(), earlier.as_ref(), args.recover).await?;
     let mut decision = plan::decide_start(&target, &facts, pending.as_ref());
     let unfinished = pending
         .as_ref()
         .is_some_and(|i| i.outcome.is_none() && i.phase > Phase::Precheck && i.leader == me.name);
-    if decision == Start::RollBackThenFresh && !facts.old_exists && !unfinished {
-        // Only a scratch `<data>_new` from an interrupted pre-check: nothing to undo.
-        let _ = std::fs::remove_dir_all(root.join(format!("{name}_new")));
+    // Only a scratch `<data>_new` from an interrupted pre-check: nothing to undo, removed below.
+    let scratch_only = decision == Start::RollBackThenFresh && !facts.old_exists && !unfinished;
+    if scratch_only {
         decision = Start::Fresh;
     }
     tracing::info!(target = %target, data_version = %facts.data_version, ?decision, "upgrade");
@@ -144,6 +138,7 @@ async fn run(args: Args) -> Result<(), Error> {
     let interrupted = decision == Start::RollBackThenFresh && unfinished;
     // Resuming or undoing works on the pending instruction (the directories may already be switched:
     // it knows what the old major was); anything else starts a new one.
+    let recorded = pending.clone();
     let pending = pending.filter(|_| matches!(decision, Start::Resume(_)) || interrupted);
     let from = match &pending {
         Some(i) => i.from.clone(),
@@ -160,10 +155,21 @@ async fn run(args: Args) -> Result<(), Error> {
         old_bin: bin_dir_for(&env, &from_major),
         new_bin: bin_dir_for(&env, &target_major),
     };
-    let rw_dir = PathBuf::from(env.get("RW_DIR").map(String::as_str).unwrap_or("/run"));
-    // No live runner is left (checked above): an rsync daemon of a killed one would hold the port the
-    // new primary needs.
+    // No live runner is left (checked above), so whatever a killed one started is stopped before anything
+    // starts: an rsync daemon holds the port the new primary needs, a `pg_upgrade` server holds the
+    // directories a rollback moves.
     rsync::stop_leftover(&rw_dir.join("pgherd/rsync"));
+    pg.stop_leftovers_of_pg_upgrade();
+    if let Some(earlier) = earlier.filter(|s| s.open_in_precheck()) {
+        let removed = if scratch_only {
+            remove_scratch(&pg)
+        } else {
+            Vec::new()
+        };
+        close_abandoned_precheck(&me.api, recorded.as_ref(), &rw_dir, earlier, &removed).await;
+    } else if scratch_only {
+        remove_scratch(&pg);
+    }
     let id = pending
         .as_ref()
         .map(|i| i.id.clone())
@@ -224,4 +230,85 @@ async fn run(args: Args) -> Result<(), Error> {
             root.display()
         ))),
     }
+}
+
+/// Refuses while another upgrade process works on this cluster (the DCS instruction's runner, or the
+/// status file's during the pre-checks), except that a person's run takes over from the watcher's
+/// `--recover`: a recovery that is stuck must not hold the cluster hostage, and one that is not stuck is
+/// continued by the new run (every step is idempotent).
+async fn stop_or_refuse_other_runners(
+    pending: Option<&Instruction>,
+    earlier: Option<&status::Status>,
+    recovering: bool,
+) -> Result<(), Error> {
+    let runners = [
+        pending
+            .filter(|i| i.outcome.is_none())
+            .and_then(|i| i.runner.as_ref()),
+        earlier
+            .filter(|s| s.outcome.is_none())
+            .and_then(|s| s.runner.as_ref()),
+    ];
+    let me = std::process::id();
+    for r in runners.into_iter().flatten() {
+        if r.pid == me || !member::runner_alive(r.pid) {
+            continue;
+        }
+        if !recovering && member::runner_is_recovery(r.pid) {
+            tracing::warn!(
+                pid = r.pid,
+                "stopping the agent's upgrade recovery to take over from it"
+            );
+            if member::stop_runner(r.pid, std::time::Duration::from_secs(60)).await {
+                continue;
+            }
+        }
+        return Err(Error::Setup(format!(
+            "another upgrade process (pid {}) is working on this upgrade; wait for it to finish",
+            r.pid
+        )));
+    }
+    Ok(())
+}
+
+/// Removes what an interrupted pre-check wrote (`<data>_new` from initdb, pg_upgrade's work directory)
+/// and returns what was there.
+fn remove_scratch(pg: &pg::Pg) -> Vec<String> {
+    let mut removed = Vec::new();
+    for dir in [pg.new_data(), pg.work_dir()] {
+        if dir.exists() {
+            match pg.remove_dir(&dir) {
+                Ok(()) => removed.push(dir.display().to_string()),
+                Err(e) => tracing::warn!("removing {}: {e}", dir.display()),
+            }
+        }
+    }
+    removed
+}
+
+/// Closes the record of a run whose process died during its pre-checks, so that neither the status file
+/// nor the DCS reads "still running" forever.
+async fn close_abandoned_precheck(
+    api: &pgherd_shared::patroni::Client,
+    recorded: Option<&Instruction>,
+    rw_dir: &std::path::Path,
+    earlier: status::Status,
+    removed: &[String],
+) {
+    let mut message =
+        "the upgrade process was interrupted during the pre-checks; nothing was changed"
+            .to_string();
+    if !removed.is_empty() {
+        message.push_str(&format!(" (removed {})", removed.join(", ")));
+    }
+    tracing::warn!(id = %earlier.id, "{message}");
+    if let Some(i) = recorded.filter(|i| i.id == earlier.id && i.outcome.is_none()) {
+        let mut closed = i.clone();
+        closed.outcome = Some(plan::Outcome::PrecheckFailed);
+        closed.message = Some(message.clone());
+        if let Err(e) = dcs::publish(api, &closed).await {
+            tracing::warn!("recording the interrupted pre-check in the DCS: {e}");
+        }
+    }
+    status::StatusFile::of(rw_dir, earlier).finish(plan::Outcome::PrecheckFailed, message);
 }

@@ -10,6 +10,7 @@ use super::dcs;
 use super::member::{self, Member};
 use super::pg::{self, Pg, Result};
 use super::plan::{self, Instruction, MemberReport, ReplicaAction, ReplicaState};
+use super::status::StatusFile;
 use crate::configure::version::{bin_dir_for, Major};
 use crate::supervise::patroni::RunAs;
 
@@ -68,6 +69,18 @@ async fn tick(
     taken_over: &mut Option<(String, plan::Phase)>,
 ) -> Result<()> {
     let member = Member::load(config)?;
+    // A run that died in its pre-checks is known only to this member's status file: a pg_upgrade --check
+    // server may still run on the scratch cluster, and the file reads "in progress".
+    if let Some(s) = StatusFile::read(&member::rw_dir(env)).filter(|s| s.open_in_precheck()) {
+        if let Some(r) = s.runner.as_ref().filter(|r| !member::runner_alive(r.pid)) {
+            let key = (s.id.clone(), plan::Phase::Precheck);
+            if taken_over.as_ref() != Some(&key) {
+                *taken_over = Some(key);
+                take_over(&s.id, plan::Phase::Precheck, &s.to, r.members).await;
+            }
+            return Ok(());
+        }
+    }
     let Ok(Some(instr)) = dcs::read(&member.api).await else {
         return Ok(());
     };
@@ -80,7 +93,7 @@ async fn tick(
         let key = (instr.id.clone(), instr.phase);
         if taken_over.as_ref() != Some(&key) {
             *taken_over = Some(key);
-            take_over(&instr, runner.members).await;
+            take_over(&instr.id, instr.phase, &instr.to, runner.members).await;
         }
         return Ok(());
     }
@@ -104,8 +117,8 @@ async fn tick(
 
 /// Runs `pgherd-agent upgrade --recover` for an upgrade whose process died: it rolls back before the
 /// point of no return and finishes after it, exactly as a re-run by the operator would.
-async fn take_over(instr: &Instruction, members: usize) {
-    tracing::warn!(id = %instr.id, phase = %instr.phase, "the upgrade process is gone; taking over its recovery");
+async fn take_over(id: &str, phase: plan::Phase, to: &str, members: usize) {
+    tracing::warn!(%id, %phase, "the upgrade process is gone; taking over its recovery");
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
         Err(e) => return tracing::error!("cannot locate pgherd-agent: {e}"),
@@ -114,7 +127,7 @@ async fn take_over(instr: &Instruction, members: usize) {
     cmd.args(["upgrade", "--recover", "--members"])
         .arg(members.to_string())
         .arg("--to")
-        .arg(&instr.to)
+        .arg(to)
         .stdin(std::process::Stdio::null());
     match tokio::task::spawn_blocking(move || cmd.status()).await {
         Ok(Ok(status)) if status.success() => tracing::info!("upgrade recovery finished"),

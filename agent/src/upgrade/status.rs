@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use std::collections::BTreeMap;
 
-use super::plan::{MemberReport, Outcome, Phase};
+use super::plan::{MemberReport, Outcome, Phase, Runner};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Status {
@@ -31,6 +31,17 @@ pub struct Status {
     /// The replicas' last reports (state and error), as in the DCS.
     #[serde(default)]
     pub replicas: BTreeMap<String, MemberReport>,
+    /// The process working on this run. The DCS instruction names it too, but only from the end of the
+    /// pre-checks: until then this file is the only trace of a run whose process may have died.
+    #[serde(default)]
+    pub runner: Option<Runner>,
+}
+
+impl Status {
+    /// A run still marked in progress while it has not left the pre-checks (nothing was changed yet).
+    pub fn open_in_precheck(&self) -> bool {
+        self.outcome.is_none() && self.phase.is_none_or(|p| p == Phase::Precheck)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -70,15 +81,26 @@ impl StatusFile {
     /// The file of run `id` if it exists (a resumed run keeps the history), else a new one.
     pub fn resume_or_new(rw_dir: &Path, id: &str, from: &str, to: &str) -> Self {
         let mut file = Self::new(rw_dir, id, from, to);
-        let earlier = std::fs::read(&file.path)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Status>(&b).ok())
-            .filter(|s| s.id == id);
+        let earlier = Self::read(rw_dir).filter(|s| s.id == id);
         if let Some(mut s) = earlier {
             s.outcome = None;
             file.status = s;
         }
         file
+    }
+
+    /// The last run's status in `rw_dir`, if there is a readable one.
+    pub fn read(rw_dir: &Path) -> Option<Status> {
+        let bytes = std::fs::read(rw_dir.join("pgherd/upgrade.json")).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Takes the file of an earlier run to close it (its history is kept).
+    pub fn of(rw_dir: &Path, status: Status) -> Self {
+        Self {
+            path: rw_dir.join("pgherd/upgrade.json"),
+            status,
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -150,5 +172,38 @@ mod tests {
             serde_json::from_slice(&std::fs::read(s.path()).unwrap()).unwrap();
         assert_eq!(json["phase"], "start_primary");
         assert_eq!(json["outcome"], "succeeded");
+    }
+
+    #[test]
+    fn a_run_left_in_its_pre_checks_is_recognised_and_closed_by_a_later_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = StatusFile::new(dir.path(), "id1", "15", "16");
+        s.status.runner = Some(Runner {
+            pid: 42,
+            members: 3,
+        });
+        s.phase(Phase::Precheck, "checking");
+        let back = StatusFile::read(dir.path()).unwrap();
+        assert!(back.open_in_precheck());
+        assert_eq!(
+            back.runner,
+            Some(Runner {
+                pid: 42,
+                members: 3
+            })
+        );
+        StatusFile::of(dir.path(), back).finish(Outcome::PrecheckFailed, "interrupted");
+        let closed = StatusFile::read(dir.path()).unwrap();
+        assert!(!closed.open_in_precheck());
+        assert_eq!(closed.phases.len(), 1, "the history is kept");
+        // Past the pre-checks the DCS instruction is the record; files written before `runner` existed
+        // still parse.
+        let mut later = closed.clone();
+        later.outcome = None;
+        later.phase = Some(Phase::Pause);
+        assert!(!later.open_in_precheck());
+        let mut json = serde_json::to_value(&later).unwrap();
+        json.as_object_mut().unwrap().remove("runner");
+        assert_eq!(serde_json::from_value::<Status>(json).unwrap().runner, None);
     }
 }

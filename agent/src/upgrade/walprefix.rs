@@ -12,8 +12,7 @@ use super::pg::Result;
 pub fn envdir(env: &BTreeMap<String, String>) -> PathBuf {
     match env.get("WALE_ENV_DIR") {
         Some(d) => PathBuf::from(d),
-        None => PathBuf::from(env.get("RW_DIR").map(String::as_str).unwrap_or("/run"))
-            .join("etc/wal-e.d/env"),
+        None => super::member::rw_dir(env).join("etc/wal-e.d/env"),
     }
 }
 
