@@ -7,6 +7,7 @@ pub mod etcd;
 pub mod garage;
 pub mod service;
 pub mod tools;
+pub mod upgrade;
 pub mod wait;
 
 pub use cluster::{archive_now, sample, Cluster, ClusterSpec, Member};

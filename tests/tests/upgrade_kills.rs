@@ -1,0 +1,402 @@
+//! `pgherd-agent upgrade --members 3` SIGKILLed at every moment its status file reports, and twice together
+//! with the leader's whole process tree (a node dying mid-upgrade). Nobody intervenes: each kill must end
+//! on one major on every member, with one writable leader, two streaming replicas, Patroni unpaused, the
+//! data unchanged, the status file closed, and no process or directory of the killed run left behind.
+//!
+//! The process is stopped at an exact moment with `PGHERD_UPGRADE_STOP_AT` (it SIGSTOPs itself there; see
+//! docs/upgrade.md, "Kill tests") and then SIGKILLed; the pre-check moment is reached through a `pg_ctl`
+//! wrapper that holds `pg_upgrade --check`'s server up. Kills before the point of no return roll back to
+//! 15, so they share one cluster; each kill after it finishes on 16 and needs a cluster of its own.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use pgherd_tests::upgrade::*;
+use pgherd_tests::{Cluster, Etcd};
+
+/// How the upgrade process is brought to its moment.
+enum Reach {
+    /// `PGHERD_UPGRADE_STOP_AT=<moment>`: a phase entry or a named point inside one.
+    StopAt(&'static str),
+    /// While `pg_upgrade --check` has the new server up on the scratch cluster.
+    CheckServerUp,
+}
+
+struct Kill {
+    reach: Reach,
+    /// Also SIGKILL the leader's agent with Patroni and PostgreSQL, then start it again (the kubelet).
+    with_leader_tree: bool,
+}
+
+/// Starts the upgrade on `leader`, brings it to its moment, kills it there; returns when it was killed
+/// and the name of the moment.
+async fn kill_upgrade(
+    cluster: &mut Cluster,
+    leader: usize,
+    kill: &Kill,
+) -> anyhow::Result<(Instant, String)> {
+    let dir = cluster.member(leader).dir().to_path_buf();
+    let log = std::fs::File::create(dir.join("upgrade-killed.log"))?;
+    let (held, map, name) = match kill.reach {
+        Reach::StopAt(moment) => (None, None, moment.to_string()),
+        Reach::CheckServerUp => {
+            // The wrapper runs as postgres: its signals live in a directory that user can write.
+            let signals = tempfile::Builder::new().prefix("pgherd-check-").tempdir()?;
+            std::fs::set_permissions(signals.path(), std::fs::Permissions::from_mode(0o777))?;
+            let hold = signals.path().join("hold");
+            let up = signals.path().join("up");
+            std::fs::write(&hold, "")?;
+            // pg_upgrade runs `pg_ctl … start` for the new cluster during --check; this one reports it
+            // and keeps pg_upgrade waiting until the test lets go.
+            let (wrapper, map) = pg16_wrapping(
+                "pg_ctl",
+                &format!(
+                    "\"$REAL\" \"$@\"; rc=$?\ncase \" $* \" in *\" start \"*) touch '{}'; while [ -e '{}' ]; do sleep 0.2; done;; esac\nexit $rc\n",
+                    up.display(),
+                    hold.display()
+                ),
+            )?;
+            (
+                Some((wrapper, signals, hold, up)),
+                Some(map),
+                "precheck".to_string(),
+            )
+        }
+    };
+    let mut overrides = Vec::new();
+    if let Reach::StopAt(moment) = kill.reach {
+        overrides.push((pgherd_agent::upgrade::STOP_AT_VAR, moment));
+    }
+    if let Some(map) = &map {
+        overrides.push(("PGHERD_PG_BIN_DIRS", map.as_str()));
+    }
+    let mut child = upgrade_command(cluster, leader, &overrides)
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            let out = std::fs::read_to_string(dir.join("upgrade-killed.log"))?;
+            anyhow::bail!("the upgrade exited ({status}) before {name}:\n{out}");
+        }
+        let there = match &held {
+            Some((_, _, _, up)) => up.exists(),
+            None => stopped(&child),
+        };
+        if there {
+            break;
+        }
+        if Instant::now() > deadline {
+            kill9(&mut child)?;
+            anyhow::bail!("the upgrade did not reach {name} within 240 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let phase = status_file(cluster, leader)?["phase"].clone();
+    eprintln!("[{name}] reached; status phase {phase}");
+    kill9(&mut child)?;
+    if kill.with_leader_tree {
+        cluster.member_mut(leader).kill9();
+    }
+    let killed = Instant::now();
+    if let Some((wrapper, signals, hold, _)) = held {
+        std::fs::remove_file(hold)?;
+        drop((wrapper, signals));
+    }
+    if kill.with_leader_tree {
+        cluster.member_mut(leader).start()?;
+    }
+    Ok((killed, name))
+}
+
+/// Whether the process stopped itself (state `T` in /proc/<pid>/stat).
+fn stopped(child: &Child) -> bool {
+    std::fs::read_to_string(format!("/proc/{}/stat", child.id()))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(") ")
+                .and_then(|(_, rest)| rest.chars().next())
+        })
+        == Some('T')
+}
+
+fn kill9(child: &mut Child) -> anyhow::Result<()> {
+    child.kill()?;
+    child.wait()?;
+    Ok(())
+}
+
+/// What a finished kill must leave: the status closed with `outcome`, every member on `major` with the
+/// data of checksum `sum`, one writable leader, two streaming replicas, Patroni unpaused, and nothing of
+/// the killed run (processes or directories). Returns the time from the kill to all of that.
+async fn settles(
+    cluster: &Cluster,
+    leader: usize,
+    killed: Instant,
+    outcome: &str,
+    major: i32,
+    sum: &str,
+) -> anyhow::Result<Duration> {
+    cluster
+        .until(
+            BOOT,
+            &format!("the upgrade status to say {outcome}"),
+            || async {
+                let status = status_file(cluster, leader)?;
+                anyhow::ensure!(
+                    status["outcome"].is_null() || status["outcome"] == outcome,
+                    "outcome {} instead of {outcome}: {}",
+                    status["outcome"],
+                    status["message"]
+                );
+                Ok((status["outcome"] == outcome).then_some(()))
+            },
+        )
+        .await?;
+    let view = cluster.wait_ready(2, BOOT).await?;
+    anyhow::ensure!(!view.pause, "Patroni left paused");
+    let took = killed.elapsed();
+    let versions = server_versions(cluster).await?;
+    anyhow::ensure!(
+        versions.iter().all(|v| *v / 10000 == major),
+        "members run {versions:?}, expected {major}"
+    );
+    let now_leader = cluster.leader().await?;
+    anyhow::ensure!(
+        data_checksum(cluster, now_leader).await? == sum,
+        "the data changed"
+    );
+    let strays = leftovers(cluster);
+    anyhow::ensure!(strays.is_empty(), "left behind: {strays:#?}");
+    Ok(took)
+}
+
+/// Directories and processes of an upgrade that must not outlive it: `<data>_new`, `<data>_old`,
+/// `<data>_upgrade` on any member, an `upgrade` process, pg_upgrade, an rsync daemon or a server of one
+/// of those directories.
+fn leftovers(cluster: &Cluster) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut scratch: Vec<PathBuf> = Vec::new();
+    for m in cluster.members() {
+        let data = m.data_dir();
+        for suffix in ["_new", "_old", "_upgrade"] {
+            let dir = data.with_file_name(format!("data{suffix}"));
+            if dir.exists() {
+                found.push(format!("directory {}", dir.display()));
+            }
+            scratch.push(dir);
+        }
+    }
+    let base = cluster.member(0).dir().parent().unwrap_or(Path::new("/"));
+    let base = base.to_string_lossy();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = raw
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let line = args.join(" ");
+        if !line.contains(base.as_ref()) {
+            continue;
+        }
+        let program = args.first().map(|a| a.rsplit('/').next().unwrap_or(a));
+        let stray = args.iter().any(|a| a == "upgrade")
+            || program == Some("pg_upgrade")
+            || (program == Some("rsync") && args.iter().any(|a| a == "--daemon"))
+            || scratch
+                .iter()
+                .any(|d| line.contains(d.to_string_lossy().as_ref()));
+        if stray {
+            found.push(format!(
+                "process {}: {line}",
+                entry.file_name().to_string_lossy()
+            ));
+        }
+    }
+    found
+}
+
+/// One kill on a cluster of its own (kills after the point of no return end on 16). Returns the cluster
+/// (with its etcd) and the member that ran the upgrade, for further checks.
+async fn kill_on_a_new_cluster(scope: &str, kill: Kill) -> anyhow::Result<(Etcd, Cluster, usize)> {
+    let etcd = Etcd::start().await?;
+    let mut cluster = Cluster::start(spec(scope)?, &etcd.host())?;
+    cluster.wait_ready(2, BOOT).await?;
+    let leader = cluster.leader().await?;
+    let sum = setup_data(&cluster, leader).await?;
+    let (killed, name) = kill_upgrade(&mut cluster, leader, &kill).await?;
+    let took = settles(&cluster, leader, killed, "succeeded", 16, &sum).await?;
+    let tree = if kill.with_leader_tree {
+        " (with the leader's tree)"
+    } else {
+        ""
+    };
+    eprintln!("[{name}{tree}] finished on 16 {took:?} after the kill");
+    Ok((etcd, cluster, leader))
+}
+
+/// Every moment before the point of no return, one after the other on the same cluster: each is rolled
+/// back by the leader's agent, and the next attempt starts from the 15 cluster the last one left. The
+/// last kill also takes the leader's whole process tree after pg_upgrade linked the files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_before_the_point_of_no_return_rolls_back_at_every_moment() -> anyhow::Result<()> {
+    let etcd = Etcd::start().await?;
+    let mut cluster = Cluster::start(spec("kills15")?, &etcd.host())?;
+    cluster.wait_ready(2, BOOT).await?;
+    let leader = cluster.leader().await?;
+    let sum = setup_data(&cluster, leader).await?;
+    let stop_at = |moment| Kill {
+        reach: Reach::StopAt(moment),
+        with_leader_tree: false,
+    };
+    let kills = [
+        Kill {
+            reach: Reach::CheckServerUp,
+            with_leader_tree: false,
+        },
+        stop_at("pause"),
+        stop_at("stop_primary"),
+        stop_at("stop_replicas"),
+        stop_at("pg_upgrade"),
+        stop_at("pg_upgrade_linked"),
+        Kill {
+            reach: Reach::StopAt("pg_upgrade_linked"),
+            with_leader_tree: true,
+        },
+    ];
+    let mut times = Vec::new();
+    for kill in kills {
+        let leader = cluster.leader().await?;
+        let (killed, name) = kill_upgrade(&mut cluster, leader, &kill).await?;
+        let outcome = match kill.reach {
+            Reach::CheckServerUp => "precheck_failed",
+            Reach::StopAt(_) => "rolled_back",
+        };
+        let took = settles(&cluster, leader, killed, outcome, 15, &sum)
+            .await
+            .map_err(|e| e.context(format!("killed at {name}")))?;
+        let tree = if kill.with_leader_tree {
+            " (with the leader's tree)"
+        } else {
+            ""
+        };
+        eprintln!("[{name}{tree}] back on 15 {took:?} after the kill");
+        times.push(format!("{name}{tree}: {took:?}"));
+    }
+    eprintln!("time to healthy per kill moment: {times:#?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_as_replicas_start_to_sync_finishes_on_16() -> anyhow::Result<()> {
+    kill_on_a_new_cluster(
+        "killsync",
+        Kill {
+            reach: Reach::StopAt("sync_replicas"),
+            with_leader_tree: false,
+        },
+    )
+    .await
+    .map(drop)
+}
+
+/// The chaos finding: replicas synced, the rsync daemon still holding the primary's port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_with_replicas_synced_finishes_on_16() -> anyhow::Result<()> {
+    kill_on_a_new_cluster(
+        "killsynced",
+        Kill {
+            reach: Reach::StopAt("replicas_synced"),
+            with_leader_tree: false,
+        },
+    )
+    .await
+    .map(drop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_at_the_point_of_no_return_finishes_on_16() -> anyhow::Result<()> {
+    kill_on_a_new_cluster(
+        "killstart",
+        Kill {
+            reach: Reach::StopAt("start_primary"),
+            with_leader_tree: false,
+        },
+    )
+    .await
+    .map(drop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_with_the_leaders_tree_at_the_point_of_no_return_finishes_on_16(
+) -> anyhow::Result<()> {
+    kill_on_a_new_cluster(
+        "killtree",
+        Kill {
+            reach: Reach::StopAt("start_primary"),
+            with_leader_tree: true,
+        },
+    )
+    .await
+    .map(drop)
+}
+
+/// Also: the status file keeps one history across the killed run and the agent's, and the operator's
+/// re-run afterwards finds nothing left to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_while_replicas_restart_finishes_on_16() -> anyhow::Result<()> {
+    let (_etcd, cluster, leader) = kill_on_a_new_cluster(
+        "killrestart",
+        Kill {
+            reach: Reach::StopAt("restart_replicas"),
+            with_leader_tree: false,
+        },
+    )
+    .await?;
+    let log = std::fs::read_to_string(cluster.member(leader).dir().join("agent.log"))?;
+    assert!(log.contains("resuming an upgrade that passed the point of no return"));
+    let status = status_file(&cluster, leader)?;
+    let phases = status["phases"].as_array().unwrap();
+    assert_eq!(phases[0]["phase"], "precheck");
+    assert_eq!(phases[phases.len() - 1]["phase"], "done");
+    let run = upgrade(&cluster, leader, &[])?;
+    assert!(run.ok, "{}", run.output);
+    assert!(
+        run.output.contains("upgrade is not required"),
+        "{}",
+        run.output
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_during_analyze_finishes_on_16() -> anyhow::Result<()> {
+    kill_on_a_new_cluster(
+        "killanalyze",
+        Kill {
+            reach: Reach::StopAt("analyze"),
+            with_leader_tree: false,
+        },
+    )
+    .await
+    .map(drop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_during_the_backup_finishes_on_16() -> anyhow::Result<()> {
+    kill_on_a_new_cluster(
+        "killbackup",
+        Kill {
+            reach: Reach::StopAt("backup"),
+            with_leader_tree: false,
+        },
+    )
+    .await
+    .map(drop)
+}
