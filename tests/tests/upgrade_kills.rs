@@ -190,21 +190,8 @@ fn leftovers(cluster: &Cluster) -> Vec<String> {
             scratch.push(dir);
         }
     }
-    let base = cluster.member(0).dir().parent().unwrap_or(Path::new("/"));
-    let base = base.to_string_lossy();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let args: Vec<String> = raw
-            .split(|b| *b == 0)
-            .filter(|a| !a.is_empty())
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
+    for (pid, args) in processes_of(cluster) {
         let line = args.join(" ");
-        if !line.contains(base.as_ref()) {
-            continue;
-        }
         let program = args.first().map(|a| a.rsplit('/').next().unwrap_or(a));
         let stray = args.iter().any(|a| a == "upgrade")
             || program == Some("pg_upgrade")
@@ -213,10 +200,31 @@ fn leftovers(cluster: &Cluster) -> Vec<String> {
                 .iter()
                 .any(|d| line.contains(d.to_string_lossy().as_ref()));
         if stray {
-            found.push(format!(
-                "process {}: {line}",
-                entry.file_name().to_string_lossy()
-            ));
+            found.push(format!("process {pid}: {line}"));
+        }
+    }
+    found
+}
+
+/// Processes whose command line mentions the cluster's directory, with their arguments.
+fn processes_of(cluster: &Cluster) -> Vec<(i32, Vec<String>)> {
+    let base = cluster.member(0).dir().parent().unwrap_or(Path::new("/"));
+    let base = base.to_string_lossy();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = raw
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if args.iter().any(|a| a.contains(base.as_ref())) {
+            found.push((pid, args));
         }
     }
     found
@@ -399,4 +407,51 @@ async fn killed_during_the_backup_finishes_on_16() -> anyhow::Result<()> {
     )
     .await
     .map(drop)
+}
+
+/// A recovery that hangs must not hold the cluster hostage: the agent's `upgrade --recover` for a run
+/// killed at the point of no return is frozen (SIGSTOP) as soon as it appears, and the operator's
+/// `pgherd-agent upgrade` stops it, takes over and finishes on 16.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operators_run_takes_over_from_a_hung_recovery() -> anyhow::Result<()> {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let etcd = Etcd::start().await?;
+    let mut cluster = Cluster::start(spec("killhung")?, &etcd.host())?;
+    cluster.wait_ready(2, BOOT).await?;
+    let leader = cluster.leader().await?;
+    let sum = setup_data(&cluster, leader).await?;
+    let kill_at = Kill {
+        reach: Reach::StopAt("start_primary"),
+        with_leader_tree: false,
+    };
+    let (killed, _) = kill_upgrade(&mut cluster, leader, &kill_at).await?;
+    let recovery = cluster
+        .until(
+            Duration::from_secs(60),
+            "the agent's recovery to start",
+            || async {
+                Ok(processes_of(&cluster)
+                    .into_iter()
+                    .find(|(_, args)| args.iter().any(|a| a == "--recover"))
+                    .map(|(pid, _)| pid))
+            },
+        )
+        .await?;
+    kill(Pid::from_raw(recovery), Signal::SIGSTOP)?;
+    let run = upgrade(&cluster, leader, &[])?;
+    assert!(run.ok, "{}", run.output);
+    assert!(
+        run.output.contains("stopping the agent's upgrade recovery"),
+        "{}",
+        run.output
+    );
+    assert!(
+        !Path::new(&format!("/proc/{recovery}/cmdline")).exists()
+            || std::fs::read(format!("/proc/{recovery}/cmdline"))?.is_empty(),
+        "the hung recovery is still there"
+    );
+    let took = settles(&cluster, leader, killed, "succeeded", 16, &sum).await?;
+    eprintln!("[hung recovery] the operator's run finished on 16 {took:?} after the kill");
+    Ok(())
 }

@@ -198,6 +198,8 @@ pub async fn stop_runner(pid: u32, timeout: std::time::Duration) -> bool {
     use nix::sys::signal::{kill, Signal};
     let target = nix::unistd::Pid::from_raw(pid as i32);
     let _ = kill(target, Signal::SIGTERM);
+    // A stopped process (SIGSTOP, a debugger) only acts on SIGTERM once it runs again.
+    let _ = kill(target, Signal::SIGCONT);
     let deadline = tokio::time::Instant::now() + timeout;
     while runner_alive(pid) {
         if tokio::time::Instant::now() >= deadline {

@@ -13,6 +13,7 @@ pub mod clone;
 mod dcs;
 mod failpoint;
 mod leader;
+mod lock;
 pub mod member;
 pub mod pg;
 pub mod plan;
@@ -75,7 +76,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(run(args))?;
+    rt.block_on(locked_run(args))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -99,12 +100,27 @@ pub fn desired_version(
     from_config.or_else(|| env.get("PGVERSION").cloned())
 }
 
+/// Before anything is read: whatever a run decides must not race another runner on this member.
+/// Outside a pod (no rendered configuration) nothing is written, not even the lock.
+async fn locked_run(args: Args) -> Result<(), Error> {
+    let env = member::process_env();
+    let rw_dir = member::rw_dir(&env);
+    load_member(&env)?;
+    let _lock = lock::acquire(&rw_dir, args.recover, std::time::Duration::from_secs(60))
+        .await
+        .map_err(Error::Setup)?;
+    run(args).await
+}
+
+fn load_member(env: &std::collections::BTreeMap<String, String>) -> Result<member::Member, Error> {
+    member::Member::load(&member::config_path(env))
+        .map_err(|e| Error::Setup(format!("{e} (is this a pgherd pod?)")))
+}
+
 async fn run(args: Args) -> Result<(), Error> {
     let setup = |e: String| Error::Setup(e);
     let env = member::process_env();
-    let config = member::config_path(&env);
-    let me =
-        member::Member::load(&config).map_err(|e| setup(format!("{e} (is this a pgherd pod?)")))?;
+    let me = load_member(&env)?;
     let target = desired_version(args.to.as_deref(), &env)
         .ok_or_else(|| setup("no target version: pass --to or set PGVERSION".into()))?;
     let target_major =
@@ -123,7 +139,6 @@ async fn run(args: Args) -> Result<(), Error> {
     };
     let rw_dir = member::rw_dir(&env);
     let earlier = status::StatusFile::read(&rw_dir);
-    stop_or_refuse_other_runners(pending.as_ref(), earlier.as_ref(), args.recover).await?;
     let mut decision = plan::decide_start(&target, &facts, pending.as_ref());
     let unfinished = pending
         .as_ref()
@@ -230,45 +245,6 @@ async fn run(args: Args) -> Result<(), Error> {
             root.display()
         ))),
     }
-}
-
-/// Refuses while another upgrade process works on this cluster (the DCS instruction's runner, or the
-/// status file's during the pre-checks), except that a person's run takes over from the watcher's
-/// `--recover`: a recovery that is stuck must not hold the cluster hostage, and one that is not stuck is
-/// continued by the new run (every step is idempotent).
-async fn stop_or_refuse_other_runners(
-    pending: Option<&Instruction>,
-    earlier: Option<&status::Status>,
-    recovering: bool,
-) -> Result<(), Error> {
-    let runners = [
-        pending
-            .filter(|i| i.outcome.is_none())
-            .and_then(|i| i.runner.as_ref()),
-        earlier
-            .filter(|s| s.outcome.is_none())
-            .and_then(|s| s.runner.as_ref()),
-    ];
-    let me = std::process::id();
-    for r in runners.into_iter().flatten() {
-        if r.pid == me || !member::runner_alive(r.pid) {
-            continue;
-        }
-        if !recovering && member::runner_is_recovery(r.pid) {
-            tracing::warn!(
-                pid = r.pid,
-                "stopping the agent's upgrade recovery to take over from it"
-            );
-            if member::stop_runner(r.pid, std::time::Duration::from_secs(60)).await {
-                continue;
-            }
-        }
-        return Err(Error::Setup(format!(
-            "another upgrade process (pid {}) is working on this upgrade; wait for it to finish",
-            r.pid
-        )));
-    }
-    Ok(())
 }
 
 /// Removes what an interrupted pre-check wrote (`<data>_new` from initdb, pg_upgrade's work directory)

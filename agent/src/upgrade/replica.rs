@@ -128,6 +128,7 @@ async fn take_over(id: &str, phase: plan::Phase, to: &str, members: usize) {
         .arg(members.to_string())
         .arg("--to")
         .arg(to)
+        .env_remove(super::failpoint::VAR)
         .stdin(std::process::Stdio::null());
     match tokio::task::spawn_blocking(move || cmd.status()).await {
         Ok(Ok(status)) if status.success() => tracing::info!("upgrade recovery finished"),
