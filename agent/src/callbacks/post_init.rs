@@ -26,6 +26,22 @@ pub struct Args {
 const ROLES_SQL: &str = include_str!("roles.sql");
 const USER_MANAGEMENT_SQL: &str = include_str!("user_management.sql");
 
+/// Patroni's connection string, with `socket_dir` as host when it has none: Patroni leaves the host out
+/// when Postgres uses its compiled-in socket directory (no unix_socket_directories, as in Zalando's pods),
+/// relying on libpq's default, which tokio-postgres does not have (every bootstrap failed and was retried).
+fn connection_config(
+    conninfo: &str,
+    socket_dir: impl FnOnce() -> std::path::PathBuf,
+) -> anyhow::Result<Config> {
+    let mut config: Config = conninfo
+        .parse()
+        .context("parsing the post_init connection string")?;
+    if config.get_hosts().is_empty() {
+        config.host_path(socket_dir());
+    }
+    Ok(config)
+}
+
 /// SQL string literal (standard_conforming_strings is on in every supported version).
 pub fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
@@ -73,9 +89,11 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
 
 /// Applies the post-init SQL to the cluster reachable through `conninfo`.
 pub async fn run(human_role: &str, conninfo: &str) -> anyhow::Result<()> {
-    let config: Config = conninfo
-        .parse()
-        .context("parsing the post_init connection string")?;
+    let config = connection_config(conninfo, || {
+        Local::from_env()
+            .map(|l| l.socket_dir().to_path_buf())
+            .unwrap_or_else(|_| "/var/run/postgresql".into())
+    })?;
     let client = connect(&config).await?;
     client
         .batch_execute(&roles_sql(human_role))
@@ -129,6 +147,21 @@ async fn connect(config: &Config) -> anyhow::Result<Client> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_connection_string_without_host_uses_the_local_socket_directory() {
+        use tokio_postgres::config::Host;
+        let config = connection_config("dbname=postgres user=postgres port=5432", || {
+            "/var/run/postgresql".into()
+        })
+        .unwrap();
+        assert_eq!(
+            config.get_hosts(),
+            [Host::Unix("/var/run/postgresql".into())]
+        );
+        let config = connection_config("host=/tmp/sock port=5432", || unreachable!()).unwrap();
+        assert_eq!(config.get_hosts(), [Host::Unix("/tmp/sock".into())]);
+    }
 
     #[test]
     fn human_role_is_quoted_not_interpolated() {
