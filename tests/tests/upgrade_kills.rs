@@ -30,6 +30,24 @@ struct Kill {
     with_leader_tree: bool,
 }
 
+impl Kill {
+    /// The upgrade process alone, at `moment`.
+    fn at(moment: &'static str) -> Self {
+        Self {
+            reach: Reach::StopAt(moment),
+            with_leader_tree: false,
+        }
+    }
+
+    /// The upgrade process and the leader's whole process tree, at `moment`.
+    fn with_leader_tree_at(moment: &'static str) -> Self {
+        Self {
+            with_leader_tree: true,
+            ..Self::at(moment)
+        }
+    }
+}
+
 /// Starts the upgrade on `leader`, brings it to its moment, kills it there; returns when it was killed
 /// and the name of the moment.
 async fn kill_upgrade(
@@ -259,24 +277,17 @@ async fn killed_before_the_point_of_no_return_rolls_back_at_every_moment() -> an
     cluster.wait_ready(2, BOOT).await?;
     let leader = cluster.leader().await?;
     let sum = setup_data(&cluster, leader).await?;
-    let stop_at = |moment| Kill {
-        reach: Reach::StopAt(moment),
-        with_leader_tree: false,
-    };
     let kills = [
         Kill {
             reach: Reach::CheckServerUp,
             with_leader_tree: false,
         },
-        stop_at("pause"),
-        stop_at("stop_primary"),
-        stop_at("stop_replicas"),
-        stop_at("pg_upgrade"),
-        stop_at("pg_upgrade_linked"),
-        Kill {
-            reach: Reach::StopAt("pg_upgrade_linked"),
-            with_leader_tree: true,
-        },
+        Kill::at("pause"),
+        Kill::at("stop_primary"),
+        Kill::at("stop_replicas"),
+        Kill::at("pg_upgrade"),
+        Kill::at("pg_upgrade_linked"),
+        Kill::with_leader_tree_at("pg_upgrade_linked"),
     ];
     let mut times = Vec::new();
     for kill in kills {
@@ -303,70 +314,40 @@ async fn killed_before_the_point_of_no_return_rolls_back_at_every_moment() -> an
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_as_replicas_start_to_sync_finishes_on_16() -> anyhow::Result<()> {
-    kill_on_a_new_cluster(
-        "killsync",
-        Kill {
-            reach: Reach::StopAt("sync_replicas"),
-            with_leader_tree: false,
-        },
-    )
-    .await
-    .map(drop)
+    kill_on_a_new_cluster("killsync", Kill::at("sync_replicas"))
+        .await
+        .map(drop)
 }
 
 /// The chaos finding: replicas synced, the rsync daemon still holding the primary's port.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_with_replicas_synced_finishes_on_16() -> anyhow::Result<()> {
-    kill_on_a_new_cluster(
-        "killsynced",
-        Kill {
-            reach: Reach::StopAt("replicas_synced"),
-            with_leader_tree: false,
-        },
-    )
-    .await
-    .map(drop)
+    kill_on_a_new_cluster("killsynced", Kill::at("replicas_synced"))
+        .await
+        .map(drop)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_at_the_point_of_no_return_finishes_on_16() -> anyhow::Result<()> {
-    kill_on_a_new_cluster(
-        "killstart",
-        Kill {
-            reach: Reach::StopAt("start_primary"),
-            with_leader_tree: false,
-        },
-    )
-    .await
-    .map(drop)
+    kill_on_a_new_cluster("killstart", Kill::at("start_primary"))
+        .await
+        .map(drop)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_with_the_leaders_tree_at_the_point_of_no_return_finishes_on_16(
 ) -> anyhow::Result<()> {
-    kill_on_a_new_cluster(
-        "killtree",
-        Kill {
-            reach: Reach::StopAt("start_primary"),
-            with_leader_tree: true,
-        },
-    )
-    .await
-    .map(drop)
+    kill_on_a_new_cluster("killtree", Kill::with_leader_tree_at("start_primary"))
+        .await
+        .map(drop)
 }
 
 /// Also: the status file keeps one history across the killed run and the agent's, and the operator's
 /// re-run afterwards finds nothing left to do.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_while_replicas_restart_finishes_on_16() -> anyhow::Result<()> {
-    let (_etcd, cluster, leader) = kill_on_a_new_cluster(
-        "killrestart",
-        Kill {
-            reach: Reach::StopAt("restart_replicas"),
-            with_leader_tree: false,
-        },
-    )
-    .await?;
+    let (_etcd, cluster, leader) =
+        kill_on_a_new_cluster("killrestart", Kill::at("restart_replicas")).await?;
     let log = std::fs::read_to_string(cluster.member(leader).dir().join("agent.log"))?;
     assert!(log.contains("resuming an upgrade that passed the point of no return"));
     let status = status_file(&cluster, leader)?;
@@ -385,28 +366,16 @@ async fn killed_while_replicas_restart_finishes_on_16() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_during_analyze_finishes_on_16() -> anyhow::Result<()> {
-    kill_on_a_new_cluster(
-        "killanalyze",
-        Kill {
-            reach: Reach::StopAt("analyze"),
-            with_leader_tree: false,
-        },
-    )
-    .await
-    .map(drop)
+    kill_on_a_new_cluster("killanalyze", Kill::at("analyze"))
+        .await
+        .map(drop)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_during_the_backup_finishes_on_16() -> anyhow::Result<()> {
-    kill_on_a_new_cluster(
-        "killbackup",
-        Kill {
-            reach: Reach::StopAt("backup"),
-            with_leader_tree: false,
-        },
-    )
-    .await
-    .map(drop)
+    kill_on_a_new_cluster("killbackup", Kill::at("backup"))
+        .await
+        .map(drop)
 }
 
 /// A recovery that hangs must not hold the cluster hostage: the agent's `upgrade --recover` for a run
@@ -421,10 +390,7 @@ async fn an_operators_run_takes_over_from_a_hung_recovery() -> anyhow::Result<()
     cluster.wait_ready(2, BOOT).await?;
     let leader = cluster.leader().await?;
     let sum = setup_data(&cluster, leader).await?;
-    let kill_at = Kill {
-        reach: Reach::StopAt("start_primary"),
-        with_leader_tree: false,
-    };
+    let kill_at = Kill::at("start_primary");
     let (killed, _) = kill_upgrade(&mut cluster, leader, &kill_at).await?;
     let recovery = cluster
         .until(
