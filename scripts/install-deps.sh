@@ -13,16 +13,9 @@ garage_version=2.5.0
 
 log() { printf '[install-deps] %s\n' "$*" >&2; }
 
-need_apt=()
-for pkg in postgresql-15 postgresql-contrib etcd-server etcd-client rsync python3 python3-venv; do
-  dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
-done
-if [ ${#need_apt[@]} -gt 0 ]; then
-  log "apt-get install ${need_apt[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
-fi
+# shellcheck source=scripts/apt.sh
+. "$repo/scripts/apt.sh"
+apt_ensure postgresql-15 postgresql-contrib etcd-server etcd-client rsync python3 python3-venv
 # Debian's etcd package may start a system etcd on 2379; tests run their own on random ports.
 if command -v systemctl >/dev/null 2>&1; then systemctl disable --now etcd >/dev/null 2>&1 || true; fi
 

@@ -1,4 +1,4 @@
-//! A single-node etcd on loopback, as Patroni's DCS.
+//! A single-node etcd on loopback (or a container network's gateway), as Patroni's DCS.
 
 use std::path::Path;
 use std::process::Command;
@@ -9,15 +9,21 @@ use crate::{tools, wait};
 
 pub struct Etcd {
     svc: Service,
+    addr: String,
     port: u16,
     _dir: tempfile::TempDir,
 }
 
 impl Etcd {
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_on("127.0.0.1").await
+    }
+
+    /// Listening on `addr` (a container network's gateway, for members in containers).
+    pub async fn start_on(addr: &str) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("pgherd-etcd-").tempdir()?;
         let (port, peer) = (free_port(), free_port());
-        let client = format!("http://127.0.0.1:{port}");
+        let client = format!("http://{addr}:{port}");
         let peer_url = format!("http://127.0.0.1:{peer}");
         let mut cmd = Command::new(tools::etcd()?);
         cmd.args(["--name", "pgherd"])
@@ -40,6 +46,7 @@ impl Etcd {
         let svc = Service::spawn("etcd", cmd, &dir.path().join("etcd.log"))?;
         let etcd = Self {
             svc,
+            addr: addr.to_string(),
             port,
             _dir: dir,
         };
@@ -58,7 +65,7 @@ impl Etcd {
 
     /// `host:port` as Spilo's ETCD3_HOST wants it.
     pub fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.addr, self.port)
     }
 
     pub fn log(&self) -> &Path {

@@ -13,6 +13,8 @@ use crate::{tools, wait};
 pub struct Garage {
     svc: Option<Service>,
     config: PathBuf,
+    /// Where the S3 API listens.
+    pub addr: String,
     pub s3_port: u16,
     pub bucket: String,
     pub key_id: String,
@@ -23,6 +25,11 @@ pub struct Garage {
 
 impl Garage {
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_on("127.0.0.1").await
+    }
+
+    /// With the S3 API on `addr` (a container network's gateway, for members in containers).
+    pub async fn start_on(addr: &str) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("pgherd-garage-")
             .tempdir()?;
@@ -32,7 +39,7 @@ impl Garage {
         let text = format!(
             "metadata_dir = \"{d}/meta\"\ndata_dir = \"{d}/data\"\ndb_engine = \"sqlite\"\nreplication_factor = 1\n\
              rpc_bind_addr = \"127.0.0.1:{rpc}\"\nrpc_public_addr = \"127.0.0.1:{rpc}\"\nrpc_secret = \"{}\"\n\
-             [s3_api]\ns3_region = \"garage\"\napi_bind_addr = \"127.0.0.1:{s3_port}\"\nroot_domain = \".s3.garage.localhost\"\n\
+             [s3_api]\ns3_region = \"garage\"\napi_bind_addr = \"{addr}:{s3_port}\"\nroot_domain = \".s3.garage.localhost\"\n\
              [admin]\napi_bind_addr = \"127.0.0.1:{admin}\"\nadmin_token = \"{}\"\n",
             random_hex(32),
             random_hex(16)
@@ -41,6 +48,7 @@ impl Garage {
         let mut garage = Self {
             svc: None,
             config,
+            addr: addr.to_string(),
             s3_port,
             bucket: "pgherd-test".into(),
             key_id: format!("GK{}", random_hex(12)),
@@ -85,7 +93,7 @@ impl Garage {
             cmd,
             &self.dir.path().join("garage.log"),
         )?);
-        let addr = format!("127.0.0.1:{}", self.s3_port);
+        let addr = format!("{}:{}", self.addr, self.s3_port);
         wait::until(
             Duration::from_secs(30),
             "Garage's S3 port to accept connections",
@@ -132,7 +140,7 @@ impl Garage {
     }
 
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.s3_port)
+        format!("http://{}:{}", self.addr, self.s3_port)
     }
 
     /// The Spilo environment that points a cluster's WAL storage at this server.
