@@ -3,8 +3,10 @@
 //! is killed and every directory removed when its guard drops, also when a test panics.
 
 pub mod cluster;
+pub mod deploy_check;
 pub mod etcd;
 pub mod garage;
+pub mod podman;
 pub mod service;
 pub mod tools;
 pub mod upgrade;

