@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds pgherd's container images with the local podman (rootful), for the demo, the tests and CI:
-#   localhost/pgherd-postgres:<version> and :dev      images/postgres/Dockerfile (agent as PID 1, Patroni, PostgreSQL)
-#   localhost/pgherd-coordinator:<version> and :dev   images/coordinator/Dockerfile
+#   localhost/pgherd-postgres:<version>      images/postgres/Dockerfile (agent as PID 1, Patroni, PostgreSQL)
+#   localhost/pgherd-coordinator:<version>   images/coordinator/Dockerfile
 # No container registry is reachable here, so the base image debian:bookworm-slim is made with mmdebstrap from
 # Debian's mirror once, cached as a tarball in $PGHERD_CACHE (like Garage in install-deps.sh), and imported
 # under its Docker Hub name: the Dockerfiles keep an unmodified `FROM debian:bookworm-slim`.
@@ -10,9 +10,10 @@
 #
 # Usage: scripts/build-images.sh [base|postgres|coordinator]...   (default: all three)
 # Env:   PGHERD_CACHE (~/.cache/pgherd), PGVERSIONS ("15"), PGDG (false), CONTAINERS_CONF (.config/containers.conf),
-#        PGHERD_IMAGE_PROFILE (release): `debug` puts the debug binaries the test suite already built into the
-#        images, tagged :dev only, so CI does not compile everything a second time with optimisations (about
-#        25 minutes on 2 cores); the release images are what users deploy and what BENCHMARKS.md measures.
+#        PGHERD_IMAGE_PROFILE (release): `debug` puts the debug binaries the test suite already built into
+#        the images, tagged :dev instead of :<version>, so CI does not compile everything a second time with
+#        optimisations (about 25 minutes on 2 cores); the release images are what users deploy and what
+#        BENCHMARKS.md measures.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -88,8 +89,9 @@ build_image() {
   strip --strip-debug "$ctx/$binary"
   inputs=$( (cd "$ctx" && find . -type f -printf '%m %p\n' | sort && find . -type f -print0 | sort -z | xargs -0 sha256sum
             printf '%s\n' "$@" "$(podman image inspect --format '{{.Id}}' "$base")") | sha256sum | cut -c1-16)
-  local tags=("localhost/$name:dev")
-  [ "$profile" = debug ] || tags=("localhost/$name:$version" "${tags[@]}")
+  # :<version> is the release build users deploy; :dev is the test suite's debug build.
+  local tags=("localhost/$name:$version")
+  [ "$profile" = release ] || tags=("localhost/$name:dev")
   have=$(podman image inspect --format '{{index .Labels "io.pgherd.inputs"}}' "${tags[0]}" 2>/dev/null || true)
   if [ "$have" = "$inputs" ]; then
     log "${tags[0]} is up to date (inputs $inputs)"
@@ -104,7 +106,6 @@ build_image() {
       --label "io.pgherd.profile=$profile" "${tags[@]/#/--tag=}" "$ctx"
     log "built ${tags[0]} in $(($(now) - t0)) s"
   fi
-  podman tag "${tags[0]}" "localhost/$name:dev"
   rm -rf "$ctx"
 }
 ctx=
