@@ -323,6 +323,12 @@ async fn three_members_of_the_image_fail_over_and_archive_to_s3() -> anyhow::Res
     assert!(took < GRACE / 2, "stopping took {took:?}");
     let state = controldata_state(&volumes.of(&members[ri].0.name)?)?;
     assert_eq!(state, "shut down in recovery", "pg_control after the stop");
+    let log = members[ri].0.logs();
+    assert!(
+        log.contains("pgherd-agent stopped") && !log.contains("killing leftover processes"),
+        "every child of PID 1 stops on SIGTERM: {}",
+        members[ri].0.log_tail(30)
+    );
     for (i, (c, _)) in members.iter().enumerate() {
         if i != ri {
             let z = lasting_zombies(c)?;

@@ -216,9 +216,17 @@ impl Supervisor {
             }
         }
         let me = std::process::id() as i32;
+        // What the agent itself started besides Patroni (the upgrade watcher, a scheduled backup) is asked
+        // to stop first; only what ignores that is killed, and only that is worth a warning.
+        for p in proctree::descendants(me) {
+            let _ = kill(Pid::from_raw(p), Signal::SIGTERM);
+        }
+        for p in proctree::descendants(me) {
+            wait_gone(Pid::from_raw(p), Duration::from_secs(5), signals).await;
+        }
         let leftovers = proctree::descendants(me);
         if !leftovers.is_empty() {
-            tracing::warn!(pids = ?leftovers, "killing leftover processes");
+            tracing::warn!(pids = ?leftovers, "killing leftover processes that ignored SIGTERM");
             for p in leftovers {
                 let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
             }
