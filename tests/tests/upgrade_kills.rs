@@ -177,6 +177,23 @@ async fn settles(
     let view = cluster.wait_ready(2, BOOT).await?;
     anyhow::ensure!(!view.pause, "Patroni left paused");
     let took = killed.elapsed();
+    // The DCS record tells the same story; a run killed in its pre-checks never wrote one, so there the
+    // record (of an earlier run, if any) must at least not read "in progress".
+    let api = format!("http://127.0.0.1:{}", cluster.member(leader).api_port);
+    let config = pgherd_shared::patroni::Client::new(api).config().await?;
+    let record = &config["pgherd_upgrade"];
+    if outcome == "precheck_failed" {
+        anyhow::ensure!(
+            record.is_null() || !record["outcome"].is_null(),
+            "the DCS record reads in progress: {record}"
+        );
+    } else {
+        anyhow::ensure!(
+            record["outcome"] == outcome,
+            "the DCS record says {} instead of {outcome}",
+            record["outcome"]
+        );
+    }
     let versions = server_versions(cluster).await?;
     anyhow::ensure!(
         versions.iter().all(|v| *v / 10000 == major),
