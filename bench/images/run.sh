@@ -25,12 +25,15 @@ work=$(mktemp -d)
 etcd_pid=
 cleanup() {
   podman ps -aq --filter "network=$net" | xargs -r podman rm -f -t 0 >/dev/null 2>&1 || true
+  podman rm -f -t 0 "$net-bridge" >/dev/null 2>&1 || true
   [ -z "$etcd_pid" ] || kill "$etcd_pid" 2>/dev/null || true
   podman network rm -f "$net" >/dev/null 2>&1 || true
   rm -rf "$work"
 }
 trap cleanup EXIT
 podman network create "$net" >/dev/null
+# netavark brings the bridge (and the gateway address etcd binds to) up with the first container.
+podman run -d --name "$net-bridge" --network "$net" "$base" sleep infinity >/dev/null
 gw=$(podman network inspect "$net" --format '{{range .Subnets}}{{.Gateway}}{{end}}')
 prefix=${gw%.*}
 etcd --data-dir "$work/etcd" --listen-client-urls "http://$gw:23790" --advertise-client-urls "http://$gw:23790" \
@@ -43,7 +46,7 @@ ms() { date +%s%3N; }
 ready() { pg_isready -q -h "$1" -p 5432 -t 1; }
 rss_kib() { podman exec "$1" sh -c "grep VmRSS /proc/$2/status" | awk '{print $2}'; }
 
-agent_start=() bare_start=() agent_rss=() patroni_rss=()
+agent_start=() bare_start=() agent_rss=() watch_rss=() patroni_rss=()
 for n in $(seq 1 "$runs"); do
   ip=$prefix.$((10 + n)); name=bench-member-$n
   t0=$(ms)
@@ -56,6 +59,7 @@ for n in $(seq 1 "$runs"); do
   until curl -sf "http://$ip:8008/primary" >/dev/null; do sleep 0.2; done
   sleep 5
   agent_rss+=("$(rss_kib "$name" 1)")
+  watch_rss+=("$(rss_kib "$name" "$(podman exec "$name" pgrep -o -f 'pgherd-agent upgrade-watch')")")
   patroni_rss+=("$(rss_kib "$name" "$(podman exec "$name" pgrep -o -f 'bin/patroni')")")
   podman rm -f -t 0 "$name" >/dev/null
 
@@ -80,10 +84,11 @@ for i in "$image" "$coordinator" "$base"; do echo "| \`$i\` | $(size_mb "$i") | 
 echo
 echo "| Start to accepting connections | median ms | all runs ms |"
 echo "|---|---:|---|"
-echo "| pgherd member (agent → configure → Patroni → initdb → post-init) | $(median "${agent_start[@]}") | ${agent_start[*]} |"
+echo "| pgherd member (agent, configure, Patroni, initdb; Postgres up under Patroni) | $(median "${agent_start[@]}") | ${agent_start[*]} |"
 echo "| anchor: bare initdb + postgres in the same image | $(median "${bare_start[@]}") | ${bare_start[*]} |"
 echo
 echo "| Memory inside a running member | median RSS MiB |"
 echo "|---|---:|"
 echo "| pgherd-agent (PID 1) | $(median "${agent_rss[@]}" | awk '{printf "%.1f", $1/1024}') |"
+echo "| its child \`pgherd-agent upgrade-watch\` | $(median "${watch_rss[@]}" | awk '{printf "%.1f", $1/1024}') |"
 echo "| anchor: Patroni in the same member | $(median "${patroni_rss[@]}" | awk '{printf "%.1f", $1/1024}') |"
