@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod deploy_check;
 pub mod etcd;
 pub mod garage;
+pub mod kube;
 pub mod podman;
 pub mod service;
 pub mod tools;
