@@ -53,12 +53,21 @@ pub struct Member {
     pub pending_restart: Option<bool>,
 }
 
+/// The role of a running primary: Patroni 4 says `primary` where Patroni 3 said `master` (in `/patroni`,
+/// `/cluster` and callback arguments); every caller asks this instead of matching both names.
+pub fn is_primary_role(role: &str) -> bool {
+    matches!(role, "primary" | "master")
+}
+
+/// The roles of the member holding the leader key: a primary, or a standby cluster's `standby_leader`
+/// (`/cluster` also says `leader`).
+pub fn is_leader_role(role: &str) -> bool {
+    is_primary_role(role) || matches!(role, "leader" | "standby_leader")
+}
+
 impl Member {
     pub fn is_leader(&self) -> bool {
-        matches!(
-            self.role.as_str(),
-            "leader" | "standby_leader" | "master" | "primary"
-        )
+        is_leader_role(&self.role)
     }
 
     /// Replication lag in bytes when Patroni knows it.
@@ -219,6 +228,17 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn both_patroni_generations_name_the_primary() {
+        for role in ["primary", "master"] {
+            assert!(is_primary_role(role) && is_leader_role(role), "{role}");
+        }
+        assert!(!is_primary_role("standby_leader") && is_leader_role("standby_leader"));
+        for role in ["replica", "sync_standby", "quorum_standby", ""] {
+            assert!(!is_primary_role(role) && !is_leader_role(role), "{role}");
+        }
+    }
 
     #[test]
     fn parses_patroni_4_and_3_cluster_views() {

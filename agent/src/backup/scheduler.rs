@@ -19,7 +19,7 @@ use crate::local::Local;
 
 /// Whether this member should take the scheduled backup. Pure.
 pub fn should_run(role: &str, from_replica: bool) -> bool {
-    let leader = matches!(role, "primary" | "master");
+    let leader = pgherd_shared::patroni::is_primary_role(role);
     let replica = matches!(role, "replica" | "sync_standby" | "quorum_standby");
     if from_replica {
         replica

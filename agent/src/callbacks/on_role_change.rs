@@ -51,7 +51,7 @@ pub fn split(rest: &[OsString]) -> anyhow::Result<Invocation<'_>> {
 
 /// Whether this invocation is a promotion to primary (Patroni 4 says `primary`, 3 says `master`).
 pub fn is_promotion(inv: &Invocation) -> bool {
-    inv.action == "on_role_change" && matches!(inv.role.as_str(), "primary" | "master")
+    inv.action == "on_role_change" && pgherd_shared::patroni::is_primary_role(&inv.role)
 }
 
 pub fn main(args: Args) -> anyhow::Result<ExitCode> {

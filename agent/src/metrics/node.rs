@@ -12,11 +12,6 @@ use super::families::{Families, Kind};
 /// Patroni's REST API can hang while it is busy with the DCS; a scrape must not.
 const PATRONI_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Roles Patroni reports for the member that holds the leader key.
-fn is_leader_role(role: &str) -> bool {
-    matches!(role, "primary" | "master" | "leader" | "standby_leader")
-}
-
 pub async fn patroni(client: &Client, f: &mut Families) {
     let g = Kind::Gauge;
     let status = tokio::time::timeout(PATRONI_TIMEOUT, client.status()).await;
@@ -64,7 +59,7 @@ fn add_status(s: &patroni::Status, f: &mut Families) {
         "1 when this member holds the leader key (primary or standby leader)",
         g,
         vec![],
-        is_leader_role(&s.role) as u8 as f64,
+        pgherd_shared::patroni::is_leader_role(&s.role) as u8 as f64,
     );
     f.set(
         "pgherd_patroni_role",

@@ -458,7 +458,7 @@ impl Leader {
         loop {
             match self.member.api.status().await {
                 Ok(s)
-                    if s.state == "running" && matches!(s.role.as_str(), "primary" | "master") =>
+                    if s.state == "running" && pgherd_shared::patroni::is_primary_role(&s.role) =>
                 {
                     break
                 }
@@ -545,7 +545,7 @@ impl Leader {
                     match self.member.api.status().await {
                         Ok(s)
                             if s.state == "running"
-                                && matches!(s.role.as_str(), "primary" | "master") =>
+                                && pgherd_shared::patroni::is_primary_role(&s.role) =>
                         {
                             Ok(true)
                         }
