@@ -265,14 +265,21 @@ fn processes_of(cluster: &Cluster) -> Vec<(i32, Vec<String>)> {
     found
 }
 
-/// One kill on a cluster of its own (kills after the point of no return end on 16). Returns the cluster
-/// (with its etcd) and the member that ran the upgrade, for further checks.
-async fn kill_on_a_new_cluster(scope: &str, kill: Kill) -> anyhow::Result<(Etcd, Cluster, usize)> {
+/// A 3-member 15 cluster with its etcd, ready and holding the test data: the leader and the data's
+/// checksum.
+async fn ready_cluster(scope: &str) -> anyhow::Result<(Etcd, Cluster, usize, String)> {
     let etcd = Etcd::start().await?;
-    let mut cluster = Cluster::start(spec(scope)?, &etcd.host())?;
+    let cluster = Cluster::start(spec(scope)?, &etcd.host())?;
     cluster.wait_ready(2, BOOT).await?;
     let leader = cluster.leader().await?;
     let sum = setup_data(&cluster, leader).await?;
+    Ok((etcd, cluster, leader, sum))
+}
+
+/// One kill on a cluster of its own (kills after the point of no return end on 16). Returns the cluster
+/// (with its etcd) and the member that ran the upgrade, for further checks.
+async fn kill_on_a_new_cluster(scope: &str, kill: Kill) -> anyhow::Result<(Etcd, Cluster, usize)> {
+    let (etcd, mut cluster, leader, sum) = ready_cluster(scope).await?;
     let (killed, name) = kill_upgrade(&mut cluster, leader, &kill).await?;
     let took = settles(&cluster, leader, killed, "succeeded", 16, &sum).await?;
     let tree = if kill.with_leader_tree {
@@ -289,11 +296,7 @@ async fn kill_on_a_new_cluster(scope: &str, kill: Kill) -> anyhow::Result<(Etcd,
 /// last kill also takes the leader's whole process tree after pg_upgrade linked the files.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_before_the_point_of_no_return_rolls_back_at_every_moment() -> anyhow::Result<()> {
-    let etcd = Etcd::start().await?;
-    let mut cluster = Cluster::start(spec("kills15")?, &etcd.host())?;
-    cluster.wait_ready(2, BOOT).await?;
-    let leader = cluster.leader().await?;
-    let sum = setup_data(&cluster, leader).await?;
+    let (_etcd, mut cluster, _, sum) = ready_cluster("kills15").await?;
     let kills = [
         Kill {
             reach: Reach::CheckServerUp,
@@ -402,21 +405,23 @@ async fn killed_during_the_backup_finishes_on_16() -> anyhow::Result<()> {
 async fn an_operators_run_takes_over_from_a_hung_recovery() -> anyhow::Result<()> {
     use nix::sys::signal::{kill, Signal};
     use nix::unistd::Pid;
-    let etcd = Etcd::start().await?;
-    let mut cluster = Cluster::start(spec("killhung")?, &etcd.host())?;
-    cluster.wait_ready(2, BOOT).await?;
-    let leader = cluster.leader().await?;
-    let sum = setup_data(&cluster, leader).await?;
+    let (_etcd, mut cluster, leader, sum) = ready_cluster("killhung").await?;
     let kill_at = Kill::at("start_primary");
     let (killed, _) = kill_upgrade(&mut cluster, leader, &kill_at).await?;
     let recovery = cluster
         .until(
             Duration::from_secs(60),
-            "the agent's recovery to start",
+            "the agent's recovery to hold the runner lock",
             || async {
+                // Frozen only once it holds the lock (its pid in the lock file): frozen earlier, it would
+                // be a process that never started the recovery, and the operator's run rightly ignores it.
+                let lock = cluster.member(leader).dir().join("run/pgherd/upgrade.lock");
+                let holder = std::fs::read_to_string(lock).unwrap_or_default();
                 Ok(processes_of(&cluster)
                     .into_iter()
-                    .find(|(_, args)| args.iter().any(|a| a == "--recover"))
+                    .find(|(pid, args)| {
+                        args.iter().any(|a| a == "--recover") && holder.trim() == pid.to_string()
+                    })
                     .map(|(pid, _)| pid))
             },
         )
