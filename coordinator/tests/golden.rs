@@ -567,6 +567,28 @@ fn object_names_and_labels() {
         d.services[2].metadata.name.as_deref(),
         Some("acid-minimal-cluster-config")
     );
+
+    // etcd DCS: selector-less master service and its Endpoints (the agent's callback-role fills them),
+    // no -config service (Patroni keeps nothing in Kubernetes).
+    let etcd_cfg = OperatorConfig {
+        etcd_host: "etcd.default.svc:2379".into(),
+        ..Default::default()
+    };
+    let d = builders::build_all(
+        &p,
+        &etcd_cfg,
+        "default",
+        &ExternalInputs::default(),
+        &mut PlaceholderPasswords,
+    )
+    .unwrap();
+    assert!(d.services[0].spec.as_ref().unwrap().selector.is_none());
+    assert!(d.services[1].spec.as_ref().unwrap().selector.is_some());
+    assert_eq!(d.services.len(), 2, "no -config service with etcd");
+    assert_eq!(
+        d.endpoints[0].metadata.name.as_deref(),
+        Some("acid-minimal-cluster")
+    );
 }
 
 #[test]

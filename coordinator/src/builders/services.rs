@@ -172,11 +172,14 @@ pub fn services(c: &Cluster) -> Vec<Service> {
     out
 }
 
-/// The master Endpoints, only for Endpoints-based DCS. It carries no
-/// subsets: Patroni fills them, and since pgherd never applies that field it
-/// never fights Patroni over it.
+/// The master Endpoints whenever the master Service has no selector: with
+/// Endpoints-based DCS Patroni fills its subsets, with etcd the agent's
+/// `callback-role` does (as Spilo's callback does; upstream creates it in
+/// both cases, `patroniKubernetesUseConfigMaps` in pkg/cluster/cluster.go).
+/// It carries no subsets, and since pgherd never applies that field it never
+/// fights the writer over it.
 pub fn endpoints(c: &Cluster) -> Vec<Endpoints> {
-    if !c.patroni_uses_kubernetes() || c.patroni_uses_configmaps() {
+    if c.patroni_uses_configmaps() {
         return Vec::new();
     }
     vec![Endpoints {
