@@ -7,6 +7,7 @@ pub mod backup;
 pub mod callbacks;
 pub mod configure;
 pub mod envdir;
+pub mod incluster;
 pub mod local;
 pub mod logging;
 pub mod metrics;

@@ -31,6 +31,8 @@ enum Command {
     PostInit(callbacks::post_init::Args),
     /// Patroni on_role_change callback: run the wrapped callback; after a promotion re-run post-init.
     OnRoleChange(callbacks::on_role_change::Args),
+    /// Patroni on_start/on_stop/on_role_change callback: label the pod with its role (etcd DCS on Kubernetes).
+    CallbackRole(callbacks::callback_role::Args),
     /// Replica creation method: copy the leader with pg_basebackup (streams WAL alongside).
     Basebackup(replica::basebackup::Args),
     /// Run a program with variables from an envdir (runit envdir semantics).
@@ -75,6 +77,7 @@ fn main() -> std::process::ExitCode {
         }
         Command::PostInit(args) => callbacks::post_init::main(args),
         Command::OnRoleChange(args) => callbacks::on_role_change::main(args),
+        Command::CallbackRole(args) => callbacks::callback_role::main(args),
         Command::Basebackup(args) => replica::basebackup::main(args),
         Command::Envdir(args) => envdir::main(args),
         Command::Upgrade(args) => upgrade::main(args),

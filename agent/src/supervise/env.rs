@@ -31,7 +31,15 @@ fn spilo_keeps(name: &str) -> bool {
 
 /// Variables of pgherd's own that children need to behave like the agent.
 /// `PGHERD_PG_BIN_DIRS` locates an older major for a clone that upgrades during the bootstrap.
-const PGHERD_PASSTHROUGH: [&str; 3] = ["PGHERD_LOG_FORMAT", "RUST_LOG", "PGHERD_PG_BIN_DIRS"];
+/// The leader label values reach `callback-role`, which Spilo's filter kept them from (its
+/// `callback_role.py` always saw the default `master`).
+const PGHERD_PASSTHROUGH: [&str; 5] = [
+    "PGHERD_LOG_FORMAT",
+    "RUST_LOG",
+    "PGHERD_PG_BIN_DIRS",
+    "KUBERNETES_LEADER_LABEL_VALUE",
+    "KUBERNETES_STANDBY_LEADER_LABEL_VALUE",
+];
 
 /// Where Patroni and its children find things: the agent binary (prepended to PATH), the PostgreSQL
 /// binaries of the configured major (appended, as the Spilo image's PATH has them) and the rendered config.
@@ -89,6 +97,7 @@ mod tests {
             ("KUBERNETES_PORT_443_TCP", "tcp://10.0.0.1:443"),
             ("KUBERNETES_ROLE_LABEL", "spilo-role"),
             ("KUBERNETES_LABELS", "{}"),
+            ("KUBERNETES_LEADER_LABEL_VALUE", "master"),
             ("KUBERNETES_SERVICEX", "no"),
             ("POD_IP", "10.1.1.1"),
             ("POD_IPX", "no"),
@@ -111,6 +120,7 @@ mod tests {
             [
                 "HOME",
                 "HOSTNAME",
+                "KUBERNETES_LEADER_LABEL_VALUE",
                 "KUBERNETES_PORT_443_TCP",
                 "KUBERNETES_ROLE_LABEL",
                 "KUBERNETES_SERVICE_HOST",
