@@ -29,8 +29,13 @@ pub struct Shared {
     /// `host:port` clients are told to use (`/api`'s serverAddressByClientCIDRs).
     pub server_address: String,
     pub bookmark_every: Duration,
-    /// The last requests, `METHOD path?query [Accept]`, for tests that check what a client asked.
+    /// The last requests, `METHOD path?query [Accept] body: Content-Type by user`, for tests that check
+    /// what a client asked.
     pub requests: Mutex<VecDeque<String>>,
+    /// Every request, by user, verb and resource.
+    pub counts: super::counts::Counter,
+    /// Where `pods/{name}/log` comes from: the pod runner, while one runs.
+    pub pod_logs: RwLock<Option<Arc<dyn super::rest::PodLogs>>>,
 }
 
 /// A whole body or a stream of chunks (watches).
@@ -176,6 +181,25 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body> {
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_string();
+    let token = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let user = token.and_then(|t| {
+        shared
+            .tokens
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(t)
+            .cloned()
+    });
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let (verb, resource) = super::counts::verb(req.method(), &segs, req.uri().query());
+    shared
+        .counts
+        .add(user.as_deref().unwrap_or("-"), verb, resource);
     {
         let mut log = shared.requests.lock().unwrap_or_else(|e| e.into_inner());
         if log.len() >= 2000 {
@@ -191,30 +215,19 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body> {
         } else {
             format!(" body: {ctype}")
         };
-        log.push_back(format!("{} {} [{accept}]{ctype}", req.method(), req.uri()));
+        let by = user.as_deref().unwrap_or("-");
+        log.push_back(format!(
+            "{} {} [{accept}]{ctype} by {by}",
+            req.method(),
+            req.uri()
+        ));
     }
-    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let public = matches!(
         segs.first(),
         Some(&("version" | "healthz" | "livez" | "readyz"))
     );
-    if !public {
-        let token = req
-            .headers()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
-        let known = token.is_some_and(|t| {
-            shared
-                .tokens
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains_key(t)
-        });
-        if !known {
-            return error(&Error::new(401, "Unauthorized", "Unauthorized"));
-        }
+    if !public && user.is_none() {
+        return error(&Error::new(401, "Unauthorized", "Unauthorized"));
     }
     let reg = || shared.store.registry();
     let not_found = || error(&Error::no_resource());

@@ -10,6 +10,8 @@
 //! [`store::Store`], started next to an [`ApiServer`].
 
 pub mod apply;
+pub mod controllers;
+pub mod counts;
 pub mod defaults;
 pub mod discovery;
 pub mod error;
@@ -17,6 +19,7 @@ pub mod events;
 pub mod fields;
 pub mod gc;
 pub mod http;
+pub mod kubelet;
 pub mod patch;
 pub mod resources;
 pub mod rest;
@@ -143,6 +146,8 @@ impl ApiServer {
             server_address: server_address.clone(),
             bookmark_every: opts.bookmark_every,
             requests: Mutex::new(VecDeque::new()),
+            counts: Default::default(),
+            pod_logs: RwLock::new(None),
         });
         let task = tokio::spawn(http::serve(listener, acceptor, shared.clone()));
         let (dir, tmp) = match &opts.dir {
@@ -207,7 +212,18 @@ impl ApiServer {
             .insert(token.into(), user.into());
     }
 
-    /// The requests served so far (`METHOD path?query [Accept] body: Content-Type`), oldest first, at most 2000.
+    /// A handle for the pod runner: bearer tokens (its pods' service-account tokens) and `pods/log`.
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle(self.shared.clone())
+    }
+
+    /// Every request served so far, by user, verb and resource (cheap; `requests()` keeps only the last 2000).
+    pub fn request_counts(&self) -> counts::RequestCounts {
+        self.shared.counts.snapshot()
+    }
+
+    /// The requests served so far (`METHOD path?query [Accept] body: Content-Type by user`), oldest first,
+    /// at most 2000.
     pub fn requests(&self) -> Vec<String> {
         self.shared
             .requests
@@ -216,6 +232,28 @@ impl ApiServer {
             .iter()
             .cloned()
             .collect()
+    }
+}
+
+/// What the pod runner changes in a running [`ApiServer`]; cloneable, so it can register a pod's token
+/// when it starts the pod and forget it when the pod goes.
+#[derive(Clone)]
+pub struct ServerHandle(Arc<http::Shared>);
+
+impl ServerHandle {
+    pub fn add_token(&self, token: &str, user: &str) {
+        let mut t = self.0.tokens.write().unwrap_or_else(|e| e.into_inner());
+        t.insert(token.into(), user.into());
+    }
+
+    pub fn remove_token(&self, token: &str) {
+        let mut t = self.0.tokens.write().unwrap_or_else(|e| e.into_inner());
+        t.remove(token);
+    }
+
+    /// Serves `GET pods/{name}/log` from `logs` (`None`: 404 again).
+    pub fn set_pod_logs(&self, logs: Option<Arc<dyn rest::PodLogs>>) {
+        *self.0.pod_logs.write().unwrap_or_else(|e| e.into_inner()) = logs;
     }
 }
 

@@ -165,6 +165,9 @@ pub(super) async fn resource(
     if (!rt.namespaced && t.ns.is_some()) || (rt.namespaced && t.ns.is_none() && t.name.is_some()) {
         return Err(Error::no_resource());
     }
+    if t.sub.as_deref() == Some("log") && rt.group.is_empty() && rt.plural == "pods" {
+        return pod_log(req, shared, &t).await;
+    }
     let status = match t.sub.as_deref() {
         None => false,
         Some("status") if rt.status => true,
@@ -326,6 +329,67 @@ pub(super) async fn resource(
             "the server does not allow this method on the requested resource",
         )),
     }
+}
+
+/// What `GET pods/{name}/log` asks for.
+#[derive(Clone, Debug, Default)]
+pub struct LogQuery {
+    pub container: Option<String>,
+    pub tail_lines: Option<i64>,
+    pub previous: bool,
+}
+
+/// The source of `pods/{name}/log` (the pod runner registers one): the log as text, or an error Status.
+pub trait PodLogs: Send + Sync {
+    fn logs(
+        &self,
+        ns: String,
+        pod: String,
+        q: LogQuery,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String>> + Send>>;
+}
+
+/// `follow` is answered with the log so far; the stream then ends.
+async fn pod_log(
+    req: Request<Incoming>,
+    shared: &Arc<Shared>,
+    t: &Target,
+) -> Result<Response<Body>> {
+    if req.method() != Method::GET {
+        return Err(Error::new(
+            405,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource",
+        ));
+    }
+    let q = query(&req);
+    let ns = t.ns.clone().unwrap_or_default();
+    let name = t.name.clone().ok_or_else(Error::no_resource)?;
+    let rt = shared
+        .store
+        .resource("", "v1", "pods")
+        .ok_or_else(Error::no_resource)?;
+    shared.store.get(&rt, &ns, &name)?;
+    let source = shared
+        .pod_logs
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let Some(source) = source else {
+        return Err(Error::new(404, "NotFound", "no pod runner serves pod logs"));
+    };
+    let lq = LogQuery {
+        container: q.get("container").filter(|c| !c.is_empty()).cloned(),
+        tail_lines: q.get("tailLines").and_then(|n| n.parse().ok()),
+        previous: flag(&q, "previous"),
+    };
+    let text = source.logs(ns, name, lq).await?;
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header("Content-Type", "text/plain")
+        .header("Cache-Control", "no-cache, private")
+        .body(Body::Full(Some(Bytes::from(text))))
+        .expect("response"))
 }
 
 fn watch(
