@@ -1,8 +1,9 @@
 //! The imperative shell: kube-runtime Controller wiring, configuration
-//! reloads, and the mapping from reconcile results to requeues.
+//! reloads, leader election, and the mapping from reconcile results to
+//! requeues.
 //!
-//! Verified only by compiling; behaviour against a real API server is not
-//! exercised in this repository's tests (see docs/coordinator.md).
+//! Exercised against the Kubernetes API stand-in by tests/tests/coordinator.rs
+//! (the real binary); never against a real API server in this repository.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
@@ -20,6 +21,7 @@ use pgherd_shared::crd::{OperatorConfiguration, Postgresql};
 use crate::builders::OsPasswords;
 use crate::config::{ConfigError, OperatorConfig};
 use crate::kube_api::client::KubeClientApi;
+use crate::leader::{self, Elector};
 use crate::reconcile::{reconcile, Context, Done, ReconcileError};
 
 /// Where the operator configuration lives.
@@ -44,6 +46,9 @@ pub struct Settings {
     /// `WATCHED_NAMESPACE` wins over the configuration, as upstream.
     pub watched_namespace: Option<String>,
     pub instance: Option<String>,
+    /// Name of the Lease (in `operator_namespace`) to hold while acting;
+    /// `None` acts at once, for a single replica.
+    pub leader_lease: Option<String>,
 }
 
 async fn load_config(client: &Client, source: &ConfigSource) -> anyhow::Result<OperatorConfig> {
@@ -138,6 +143,13 @@ fn config_updates(
     }
 }
 
+/// Reconciles running at once. Unbounded (kube-runtime's default), a
+/// restart or failover with a thousand clusters fires a thousand reconciles
+/// and their requests at the API server together; bounded, the requests
+/// still queued in the scheduler also absorb the duplicate triggers from the
+/// StatefulSet watch's initial list, so each cluster is reconciled once.
+const CONCURRENCY: u16 = 8;
+
 async fn reconcile_one(
     pg: Arc<Postgresql>,
     ctx: Arc<Context<KubeClientApi>>,
@@ -159,8 +171,33 @@ fn error_policy(
     Action::requeue(Duration::from_secs(30))
 }
 
+/// Runs the controller; with a leader lease, only while holding it.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let client = Client::try_default().await?;
+    let Some(lease) = settings.leader_lease.clone() else {
+        return control(client, settings).await;
+    };
+    // A client of its own: renewals must not queue behind reconciles.
+    let elector = Elector::new(
+        Client::try_default().await?,
+        &settings.operator_namespace,
+        &lease,
+        leader::identity(settings.instance.as_deref()),
+    );
+    tracing::info!(
+        lease = %format!("{}/{lease}", settings.operator_namespace),
+        identity = %elector.identity(),
+        "waiting for the leader lease"
+    );
+    match elector.lead(control(client, settings)).await? {
+        None => Ok(()),
+        Some(done) => done,
+    }
+}
+
+/// Everything a leader does: configuration, watches, reconciles. Dropped as
+/// a whole when leadership is lost.
+async fn control(client: Client, settings: Settings) -> anyhow::Result<()> {
     let cfg = load_config(&client, &settings.config).await?;
     let watched = settings
         .watched_namespace
@@ -195,6 +232,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     // `cluster_name_label` needs no restart.
     let mapper_ctx = ctx.clone();
     Controller::new(pgs, watcher::Config::default())
+        .with_config(controller::Config::default().concurrency(CONCURRENCY))
         .watches(
             statefulsets,
             watcher::Config::default().labels(&selector),

@@ -9,5 +9,6 @@ pub mod controller;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
 pub mod kube_api;
+pub mod leader;
 pub mod reconcile;
 pub mod render;

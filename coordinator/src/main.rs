@@ -35,9 +35,21 @@ enum Command {
         /// Namespace to watch; `*` for all. Overrides `watched_namespace`.
         #[arg(long, env = "WATCHED_NAMESPACE")]
         watched_namespace: Option<String>,
-        /// Reported as the events' reporting instance.
+        /// Reported as the events' reporting instance, and the identity in
+        /// the leader lease (host name and a random suffix without it).
         #[arg(long, env = "POD_NAME")]
         instance: Option<String>,
+        /// Lease (in the operator namespace) that elects the one replica
+        /// that acts.
+        #[arg(
+            long,
+            env = "LEADER_ELECTION_LEASE",
+            default_value = pgherd_coordinator::leader::DEFAULT_LEASE
+        )]
+        leader_election_lease: String,
+        /// Act at once without a lease: only for a single replica.
+        #[arg(long, env = "NO_LEADER_ELECTION")]
+        no_leader_election: bool,
     },
     /// Print, as YAML, every object the coordinator would create.
     Render {
@@ -60,6 +72,9 @@ fn read(path: &PathBuf) -> Result<String, String> {
 }
 
 fn main() -> ExitCode {
+    // kube's TLS uses rustls' process-wide provider; when a workspace build also enables aws-lc-rs,
+    // rustls would panic instead of choosing (an Err only means one is already installed).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Crds => {
@@ -92,6 +107,8 @@ fn main() -> ExitCode {
             operator_namespace,
             watched_namespace,
             instance,
+            leader_election_lease,
+            no_leader_election,
         } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -116,12 +133,16 @@ fn main() -> ExitCode {
                 operator_namespace,
                 watched_namespace,
                 instance,
+                leader_lease: (!no_leader_election).then_some(leader_election_lease),
             };
             tokio::runtime::Runtime::new()
                 .map_err(|e| e.to_string())
                 .and_then(|rt| {
-                    rt.block_on(controller::run(settings))
-                        .map_err(|e| format!("{e:#}"))
+                    let result = rt.block_on(controller::run(settings));
+                    // After a lost lease nothing may act any more: leave
+                    // without waiting for tasks still in flight.
+                    rt.shutdown_background();
+                    result.map_err(|e| format!("{e:#}"))
                 })
         }
     };

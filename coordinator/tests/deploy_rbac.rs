@@ -18,13 +18,19 @@ use serde_json::Value;
 
 type Grants = BTreeMap<(String, String), BTreeSet<String>>;
 
-fn cluster_role(name: &str) -> Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/rbac.yaml");
+fn deploy_object(file: &str, kind: &str, name: &str) -> Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy")
+        .join(file);
     let text = std::fs::read_to_string(path).unwrap();
-    let role = serde_yaml_ng::Deserializer::from_str(&text)
+    let object = serde_yaml_ng::Deserializer::from_str(&text)
         .map(|d| Value::deserialize(d).unwrap())
-        .find(|v| v["kind"] == "ClusterRole" && v["metadata"]["name"] == name);
-    role.unwrap_or_else(|| panic!("ClusterRole {name} in deploy/rbac.yaml"))
+        .find(|v| v["kind"] == kind && v["metadata"]["name"] == name);
+    object.unwrap_or_else(|| panic!("{kind} {name} in deploy/{file}"))
+}
+
+fn cluster_role(name: &str) -> Value {
+    deploy_object("rbac.yaml", "ClusterRole", name)
 }
 
 fn strings(v: &Value) -> Vec<String> {
@@ -164,4 +170,49 @@ fn binding_the_pod_role_needs_only_bind_on_it() {
     .unwrap();
     assert_eq!(built.role_binding.role_ref.kind, "ClusterRole");
     assert_eq!(built.role_binding.role_ref.name, "postgres-pod");
+}
+
+/// Leader election needs the Lease in the coordinator's own namespace only:
+/// a Role, not a ClusterRole rule, with `create` (which cannot name the
+/// object) and `get`/`update` of exactly the Lease the Deployment names.
+#[test]
+fn leader_election_role_grants_only_the_lease() {
+    let role = deploy_object("rbac.yaml", "Role", "pgherd-coordinator");
+    let sa = deploy_object("rbac.yaml", "ServiceAccount", "pgherd-coordinator");
+    let binding = deploy_object("rbac.yaml", "RoleBinding", "pgherd-coordinator");
+    let deployment = deploy_object("coordinator.yaml", "Deployment", "pgherd-coordinator");
+    let namespace = &sa["metadata"]["namespace"];
+    assert_eq!(&role["metadata"]["namespace"], namespace);
+    assert_eq!(&binding["metadata"]["namespace"], namespace);
+    assert_eq!(&deployment["metadata"]["namespace"], namespace);
+    assert_eq!(binding["roleRef"]["kind"], "Role");
+    assert_eq!(binding["roleRef"]["name"], "pgherd-coordinator");
+    assert_eq!(binding["subjects"][0]["name"], "pgherd-coordinator");
+
+    let env = &deployment["spec"]["template"]["spec"]["containers"][0]["env"];
+    let lease = env
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "LEADER_ELECTION_LEASE")
+        .map(|e| e["value"].as_str().unwrap().to_string())
+        .expect("coordinator.yaml sets LEADER_ELECTION_LEASE");
+    assert_eq!(lease, pgherd_coordinator::leader::DEFAULT_LEASE);
+
+    let rules = role["rules"].as_array().unwrap();
+    assert_eq!(rules.len(), 2, "{rules:?}");
+    for rule in rules {
+        assert_eq!(strings(&rule["apiGroups"]), ["coordination.k8s.io"]);
+        assert_eq!(strings(&rule["resources"]), ["leases"]);
+    }
+    assert_eq!(strings(&rules[0]["verbs"]), ["create"]);
+    assert!(rules[0].get("resourceNames").is_none());
+    assert_eq!(strings(&rules[1]["resourceNames"]), [lease]);
+    assert_eq!(strings(&rules[1]["verbs"]), ["get", "update"]);
+
+    // Nothing cluster-wide about Leases.
+    let granted = grants(&cluster_role("pgherd-coordinator"));
+    assert!(!granted
+        .keys()
+        .any(|(g, r)| g == "coordination.k8s.io" || r == "leases"));
 }

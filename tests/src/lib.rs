@@ -3,6 +3,7 @@
 //! is killed and every directory removed when its guard drops, also when a test panics.
 
 pub mod cluster;
+pub mod coordinator;
 pub mod deploy_check;
 pub mod etcd;
 pub mod garage;

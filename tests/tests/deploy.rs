@@ -75,6 +75,8 @@ fn rendered_chart_validates() {
         "ServiceAccount",
         "ClusterRole",
         "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
         "Deployment",
         "OperatorConfiguration",
     ] {
@@ -284,6 +286,23 @@ fn chart_matches_plain_deploy() {
     );
     assert_eq!(got["roleRef"], want["roleRef"]);
     assert_eq!(got["subjects"], want["subjects"]);
+    // Leader election: the same Role and RoleBinding in the operator namespace.
+    let (want, got) = (find(&rbac, "Role", RELEASE), find(&chart, "Role", RELEASE));
+    assert_eq!(
+        got["rules"],
+        want["rules"],
+        "Role {RELEASE}: chart\n{}\ndeploy/rbac.yaml\n{}",
+        pretty(&got["rules"]),
+        pretty(&want["rules"])
+    );
+    assert_eq!(got["metadata"]["namespace"], want["metadata"]["namespace"]);
+    let (want, got) = (
+        find(&rbac, "RoleBinding", RELEASE),
+        find(&chart, "RoleBinding", RELEASE),
+    );
+    assert_eq!(got["roleRef"], want["roleRef"]);
+    assert_eq!(got["subjects"], want["subjects"]);
+    assert_eq!(got["metadata"]["namespace"], want["metadata"]["namespace"]);
     assert_eq!(
         find(&chart, "ServiceAccount", RELEASE)["metadata"]["namespace"],
         find(&rbac, "ServiceAccount", RELEASE)["metadata"]["namespace"]
@@ -483,7 +502,7 @@ fn coordinator_honours_the_chart_configuration() {
 #[test]
 fn validators_reject_broken_objects() {
     let deployment = read(&repo().join("deploy/coordinator.yaml"))
-        .replace("  replicas: 1\n", "  replicas: 1\n  replica: 1\n");
+        .replace("  replicas: 2\n", "  replicas: 2\n  replica: 2\n");
     let err = kubernetes_validate("broken", &deployment).unwrap_err();
     assert!(err.contains("kubernetes-validate failed"), "{err}");
     let err = kubernetes_validate(
