@@ -42,7 +42,10 @@ impl Etcd {
                 &peer_url,
             ])
             .args(["--initial-cluster", &format!("pgherd={peer_url}")])
-            .args(["--log-level", "warn"]);
+            .args(["--log-level", "warn"])
+            // Zalando's `etcd_host` becomes Spilo's ETCD_HOST, Patroni's etcd v2 client, which etcd 3.4
+            // serves only when asked.
+            .arg("--enable-v2=true");
         let svc = Service::spawn("etcd", cmd, &dir.path().join("etcd.log"))?;
         let etcd = Self {
             svc,
@@ -63,7 +66,7 @@ impl Etcd {
         Ok(etcd)
     }
 
-    /// `host:port` as Spilo's ETCD3_HOST wants it.
+    /// `host:port` as Spilo's ETCD_HOST and ETCD3_HOST want it.
     pub fn host(&self) -> String {
         format!("{}:{}", self.addr, self.port)
     }

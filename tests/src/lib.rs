@@ -10,6 +10,7 @@ pub mod garage;
 pub mod kube;
 pub mod podman;
 pub mod service;
+pub mod system;
 pub mod tools;
 pub mod upgrade;
 pub mod wait;

@@ -200,24 +200,50 @@ impl Container {
 
     /// The container's output (the agent's and Patroni's log).
     pub fn logs(&self) -> String {
-        podman()
-            .args(["logs", &self.name])
-            .output()
-            .map(|o| {
-                format!(
-                    "{}{}",
-                    String::from_utf8_lossy(&o.stdout),
-                    String::from_utf8_lossy(&o.stderr)
-                )
-            })
-            .unwrap_or_default()
+        logs(&self.name, None)
     }
 
     pub fn log_tail(&self, n: usize) -> String {
-        let logs = self.logs();
-        let lines: Vec<&str> = logs.lines().collect();
-        lines[lines.len().saturating_sub(n)..].join("\n")
+        logs(&self.name, Some(n))
     }
+}
+
+/// What a container wrote to stdout and stderr; only the last `tail` lines when given.
+pub fn logs(container: &str, tail: Option<usize>) -> String {
+    let mut cmd = podman();
+    cmd.arg("logs");
+    if let Some(n) = tail {
+        cmd.args(["--tail", &n.to_string()]);
+    }
+    cmd.arg(container)
+        .output()
+        .map(|o| {
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            )
+        })
+        .unwrap_or_default()
+}
+
+/// `psql -Atc sql` against `ip` as the superuser over TLS, as a client outside the pod connects (Spilo's
+/// pg_hba rejects non-TLS connections from the network); the password goes through the environment.
+pub fn psql(ip: &str, password: &str, db: &str, sql: &str) -> anyhow::Result<String> {
+    let out = Command::new(tools::pg15_bin()?.join("psql"))
+        .arg(format!(
+            "host={ip} port=5432 user=postgres dbname={db} sslmode=require connect_timeout=5"
+        ))
+        .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .env("PGPASSWORD", password)
+        .stdin(std::process::Stdio::null())
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "psql on {ip}: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 impl Drop for Container {

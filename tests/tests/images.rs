@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use pgherd_shared::patroni;
-use pgherd_tests::podman::{self, Container, ContainerSpec, Network, POSTGRES_IMAGE};
+use pgherd_tests::podman::{self, psql, Container, ContainerSpec, Network, POSTGRES_IMAGE};
 use pgherd_tests::service::random_hex;
 use pgherd_tests::{tools, wait, Etcd, Garage};
 
@@ -36,23 +36,6 @@ impl Volumes {
         std::fs::create_dir_all(&dir)?;
         Ok(dir)
     }
-}
-
-/// `psql -Atc sql` against `ip` as the superuser over TLS.
-fn psql(ip: &str, password: &str, db: &str, sql: &str) -> anyhow::Result<String> {
-    let out = Command::new(tools::pg15_bin()?.join("psql"))
-        .arg(format!(
-            "host={ip} port=5432 user=postgres dbname={db} sslmode=require connect_timeout=5"
-        ))
-        .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-c", sql])
-        .env("PGPASSWORD", password)
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "psql on {ip}: {}",
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 /// What a Zalando pod's container gets besides what the image bakes in.

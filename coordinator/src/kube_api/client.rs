@@ -1,7 +1,9 @@
 //! [`KubeApi`] over a real API server with kube-rs.
 //!
-//! Verified only by compiling: no API server runs where pgherd's tests run
-//! (docs/coordinator.md lists what the in-memory fake stands in for).
+//! No real API server runs where pgherd's tests run: this is exercised against
+//! the Kubernetes stand-in (tests/src/kube/kube_rs_tests.rs, and the real binary
+//! in tests/tests/coordinator.rs and standin_system.rs); docs/coordinator.md says
+//! what is verified where.
 
 use std::collections::BTreeMap;
 
