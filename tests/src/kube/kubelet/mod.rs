@@ -208,10 +208,14 @@ fn addresses_in_use(network: &str) -> Vec<String> {
         .collect()
 }
 
+/// Removes the podman pods of pod runners whose process is gone (a killed test or demo).
+pub fn remove_leftovers() {
+    runtime::remove_pods_now(&runtime::leftover_pods(None));
+}
+
 impl Kubelet {
     pub async fn start(store: Arc<Store>, opts: KubeletOptions) -> anyhow::Result<Kubelet> {
-        let stale = runtime::leftover_pods(None);
-        tokio::task::spawn_blocking(move || runtime::remove_pods_now(&stale)).await?;
+        tokio::task::spawn_blocking(remove_leftovers).await?;
         crate::podman::require_image(&opts.infra_image)?;
         let (state, tmp) = match &opts.state_dir {
             Some(d) => (d.clone(), None),
