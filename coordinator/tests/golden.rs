@@ -1,4 +1,4 @@
-//! Golden expectations from Zalando's unit tests (zalando-operator.md §9.1):
+//! Golden expectations from Zalando's unit tests (`pkg/cluster/*_test.go`):
 //! for the same inputs, names, labels and env order must match upstream.
 
 use std::collections::BTreeMap;

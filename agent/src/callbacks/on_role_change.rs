@@ -4,7 +4,7 @@
 //! the server accepts writes, so roles and helpers exist even on clusters restored from old backups.
 //! Spilo also started `vacuumdb -aZ` here; pgherd does not: optimizer statistics (pg_statistic) are
 //! replicated physically and are already current on the new primary, while an ANALYZE of every database
-//! right after a failover is I/O at the worst moment (user-pain-points.md).
+//! right after a failover is I/O at the worst moment (docs/spilo-compatibility.md).
 
 use std::ffi::OsString;
 use std::process::{Command, ExitCode};

@@ -1,7 +1,7 @@
 //! The pods' ServiceAccount and RoleBinding (one pair per namespace, shared
 //! by all clusters there), so Patroni may write its DCS objects and labels.
 //!
-//! Upstream creates these once and never updates them (W-11); pgherd applies
+//! Upstream creates these once and never updates them (`pkg/controller/postgresql.go`); pgherd applies
 //! them like every other object, so a changed definition or IRSA role lands.
 
 use std::collections::BTreeMap;

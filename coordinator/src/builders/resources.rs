@@ -1,5 +1,5 @@
 //! Container resources with upstream's defaulting and clamping rules
-//! (`generateResourceRequirements`, zalando-operator.md §2.9), in the same
+//! (`generateResourceRequirements` in `pkg/cluster/k8sres.go`), in the same
 //! order: defaults, minimum limits, limit >= request, memory request =
 //! limit, maximum requests.
 

@@ -1,5 +1,5 @@
-//! The cluster's StatefulSet (`generateStatefulSet`, zalando-operator.md
-//! §2.3), with pgherd-agent as the database container's entrypoint.
+//! The cluster's StatefulSet (upstream's `generateStatefulSet` in
+//! `pkg/cluster/k8sres.go`), with pgherd-agent as the database container's entrypoint.
 
 use std::collections::BTreeMap;
 
@@ -416,7 +416,8 @@ pub fn statefulset(c: &Cluster) -> Result<StatefulSet, BuildError> {
             .filter(|p| !p.is_empty())
             .or_else(|| Some(cfg.pod_priority_class_name.clone()).filter(|p| !p.is_empty())),
         affinity: affinity(c, &labels),
-        // Upstream documents a label selector here but never sets it (W-17).
+        // Upstream documents a label selector here but never sets it: its loop in
+        // `pkg/cluster/k8sres.go` mutates a copy.
         topology_spread_constraints: spec.topology_spread_constraints.clone().map(|tscs| {
             tscs.into_iter()
                 .map(|mut t| {
@@ -431,7 +432,8 @@ pub fn statefulset(c: &Cluster) -> Result<StatefulSet, BuildError> {
         ..Default::default()
     };
 
-    // A manifest's `enableShmVolume: false` wins over the global default (W-16).
+    // A manifest's `enableShmVolume: false` wins over the global default (upstream falls back to the
+    // configuration's `true`, contrary to its docs).
     if spec.enable_shm_volume.unwrap_or(cfg.enable_shm_volume) {
         volumes::add_shm(&mut pod);
     }

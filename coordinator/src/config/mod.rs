@@ -5,7 +5,8 @@
 //! Both input formats (an `OperatorConfiguration` object, or the legacy
 //! ConfigMap of strings) become an `OperatorConfigurationData` first, so
 //! defaults are applied in exactly one place. Where upstream's two formats
-//! disagree on a default (W-23), the default of the format in use applies.
+//! disagree on a default (retention days, the master move timeout, the Teams API and
+//! load balancer switches), the default of the format in use applies.
 
 pub mod configmap;
 pub mod duration;

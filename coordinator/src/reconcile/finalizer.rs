@@ -2,7 +2,8 @@
 //!
 //! pgherd always puts a finalizer on a cluster, so a deletion that happens
 //! while the coordinator is down is still cleaned up when it comes back
-//! (upstream leaks everything then, W-12).
+//! (upstream, without its optional finalizer, never sees that deletion and
+//! leaks every object).
 
 use jiff::Timestamp;
 use pgherd_shared::crd::Postgresql;

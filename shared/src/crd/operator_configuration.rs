@@ -3,7 +3,8 @@
 //!
 //! Every setting is optional here and the schema carries no `default`s:
 //! upstream's kubebuilder defaults disagree with its own ConfigMap defaults
-//! (W-23), so defaults are applied in exactly one place, the coordinator's
+//! (for example `pkg/apis/acid.zalan.do/v1/operator_configuration_type.go`
+//! against `pkg/util/config/config.go`), so defaults are applied in exactly one place, the coordinator's
 //! config module, whichever format the settings came from.
 
 // `printcolumn(...)` repeats `type_ = ...` by design; clippy mistakes it for a duplicate.
