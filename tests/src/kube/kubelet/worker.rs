@@ -384,9 +384,11 @@ impl Worker {
             h["timeoutSeconds"] = json!(left.as_secs().max(1));
             let _ = tokio::time::timeout(left, probes::run(&h, c, &ip, &sl.podman)).await;
         }
+        // Rounded up: podman takes whole seconds, and truncating 2.99 s to 2 would cut the grace short.
         let left = deadline
             .saturating_duration_since(Instant::now())
-            .as_secs()
+            .as_millis()
+            .div_ceil(1000)
             .to_string();
         let mut args: Vec<String> = vec!["stop".into(), "-t".into(), left];
         args.extend(
