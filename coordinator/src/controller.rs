@@ -79,7 +79,7 @@ fn from_configmap(cm: &ConfigMap) -> Result<OperatorConfig, ConfigError> {
 
 /// Watches the configuration object; every valid change replaces the
 /// configuration in place and triggers a reconcile of all clusters, so no
-/// coordinator restart is needed (upstream reads it once, W-11).
+/// coordinator restart is needed (upstream reads it once, at start).
 fn config_updates(
     client: Client,
     source: ConfigSource,
@@ -157,6 +157,8 @@ async fn reconcile_one(
     let resync = ctx.config().resync_period;
     Ok(match reconcile(&pg, &ctx).await? {
         Done::Synced => Action::requeue(resync),
+        // Pods are not watched: a replaced pod's return is seen by polling.
+        Done::InProgress(after) => Action::requeue(after),
         Done::DeletionBlocked => Action::requeue(Duration::from_secs(60)),
         Done::Invalid | Done::Deleted => Action::await_change(),
     })

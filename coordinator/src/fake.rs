@@ -23,6 +23,8 @@ use crate::kube_api::{ApiError, Created, Event, Kind, KubeApi, ObjectKey, Propag
 pub enum Write {
     Apply(ObjectKey),
     Create(ObjectKey),
+    /// A merge patch, with its body.
+    Patch(ObjectKey, Value),
     Delete(ObjectKey, Propagation),
     Status(String),
     Finalizers(String, Vec<String>),
@@ -217,6 +219,17 @@ impl KubeApi for FakeApi {
         }
         s.objects.insert(key.clone(), with_uid(key, obj.clone()));
         Ok(Created::Created)
+    }
+
+    async fn merge_patch(&self, key: &ObjectKey, patch: &Value) -> Result<(), ApiError> {
+        let mut s = self.lock();
+        let obj = s
+            .objects
+            .get_mut(key)
+            .ok_or_else(|| ApiError::request("patch", key, "not found"))?;
+        crate::fake_patroni::merge_patch(obj, patch);
+        s.writes.push(Write::Patch(key.clone(), patch.clone()));
+        Ok(())
     }
 
     async fn delete(&self, key: &ObjectKey, propagation: Propagation) -> Result<(), ApiError> {

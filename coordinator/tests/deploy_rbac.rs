@@ -99,6 +99,8 @@ fn needed() -> Grants {
     for kind in kinds_to_delete(DeletionPolicy::Delete) {
         need(&mut n, kind, &["list", "delete"]);
     }
+    // Rolling updates: pods listed, flagged by a merge patch, deleted.
+    need(&mut n, Kind::Pod, &["list", "patch", "delete"]);
     // Watches: the StatefulSets of the clusters and the legacy ConfigMap
     // (which, like pod_environment_configmap, is also read with get).
     need(&mut n, Kind::StatefulSet, &["list", "watch"]);

@@ -152,7 +152,7 @@ fn invalid_manifests_name_the_field() {
         ["spec.resources.limits.cpu"]
     );
     assert_eq!(
-        error_fields(|v| v["spec"]["maintenanceWindows"] = serde_json::json!(["Sat:23:00-01:00"])),
+        error_fields(|v| v["spec"]["maintenanceWindows"] = serde_json::json!(["Sat:23:00-1:00"])),
         ["spec.maintenanceWindows[0]"]
     );
     assert_eq!(

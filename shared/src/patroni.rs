@@ -196,6 +196,17 @@ impl Client {
         .await
     }
 
+    /// `POST /restart` with `restart_pending`: Patroni restarts only if a parameter change still waits for one,
+    /// so a retried request never restarts twice.
+    pub async fn restart_pending(&self) -> Result<(), Error> {
+        self.send(
+            self.http
+                .post(format!("{}/restart", self.base))
+                .json(&serde_json::json!({"restart_pending": true})),
+        )
+        .await
+    }
+
     /// `PATCH /config` with a partial dynamic configuration (`null` removes a key).
     pub async fn patch_config(&self, patch: &serde_json::Value) -> Result<(), Error> {
         self.send(self.http.patch(format!("{}/config", self.base)).json(patch))

@@ -16,7 +16,7 @@ use crate::config::OperatorConfig;
 /// Parameters that Patroni must see in the local `postgresql.parameters`
 /// (upstream's misleadingly named `isBootstrapOnlyParameter` returns false
 /// for exactly these); all others go to `bootstrap.dcs`.
-const LOCAL_PARAMETERS: &[&str] = &[
+pub(crate) const LOCAL_PARAMETERS: &[&str] = &[
     "archive_command",
     "shared_buffers",
     "logging_collector",

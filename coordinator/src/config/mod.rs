@@ -157,6 +157,9 @@ pub struct OperatorConfig {
     pub pam_role_name: String,
     pub pam_configuration: String,
     pub enable_patroni_failsafe_mode: Option<bool>,
+    /// Image differences alone do not replace pods (Zalando's lazy Spilo
+    /// upgrade): pods take the new image when replaced for another reason.
+    pub enable_lazy_spilo_upgrade: bool,
 
     /// Everything as read, for settings later issues consume.
     pub raw: OperatorConfigurationData,
@@ -367,6 +370,7 @@ impl OperatorConfig {
                 &teams.pam_configuration,
                 "https://info.example.com/oauth2/tokeninfo?access_token= uid realm=/employees",
             ),
+            enable_lazy_spilo_upgrade: d.enable_lazy_spilo_upgrade.unwrap_or(false),
             enable_patroni_failsafe_mode: d
                 .patroni
                 .as_ref()

@@ -126,6 +126,14 @@ impl KubeApi for KubeClientApi {
         }
     }
 
+    async fn merge_patch(&self, key: &ObjectKey, patch: &Value) -> Result<(), ApiError> {
+        self.api(key.kind, &key.namespace)
+            .patch(&key.name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .map(|_| ())
+            .map_err(|e| ApiError::request("patch", key, e))
+    }
+
     async fn delete(&self, key: &ObjectKey, propagation: Propagation) -> Result<(), ApiError> {
         let params = DeleteParams {
             propagation_policy: Some(match propagation {
@@ -209,7 +217,7 @@ impl KubeApi for KubeClientApi {
             },
             reason: event.reason.clone(),
             note: Some(event.note.chars().take(1000).collect()),
-            action: event.reason.clone(),
+            action: event.action(),
             secondary: None,
         };
         self.recorder

@@ -134,6 +134,20 @@ pub struct Event {
     pub note: String,
 }
 
+impl Event {
+    /// The event's `action`: its reason plus a digest of its note. kube-rs's
+    /// recorder folds events with the same type, reason and action into one
+    /// series and keeps the first note, so with the reason alone a second
+    /// `Update` ("pod 2 of 3") would only raise the count of the first. The
+    /// same note repeated still becomes a series.
+    pub fn action(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(self.note.as_bytes());
+        let short: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
+        format!("{}-{short}", self.reason)
+    }
+}
+
 #[async_trait]
 pub trait KubeApi: Send + Sync + 'static {
     async fn get(&self, key: &ObjectKey) -> Result<Option<Value>, ApiError>;
@@ -142,6 +156,9 @@ pub trait KubeApi: Send + Sync + 'static {
     async fn apply(&self, key: &ObjectKey, obj: &Value) -> Result<(), ApiError>;
     /// Creates `obj` unless an object of that name exists; never updates.
     async fn create(&self, key: &ObjectKey, obj: &Value) -> Result<Created, ApiError>;
+    /// JSON merge patch (`null` removes a key), for the few fields the
+    /// coordinator changes on objects it does not own, like pod annotations.
+    async fn merge_patch(&self, key: &ObjectKey, patch: &Value) -> Result<(), ApiError>;
     /// Deletes; a missing object is not an error.
     async fn delete(&self, key: &ObjectKey, propagation: Propagation) -> Result<(), ApiError>;
     async fn list(
@@ -157,4 +174,22 @@ pub trait KubeApi: Send + Sync + 'static {
     ) -> Result<(), ApiError>;
     async fn set_finalizers(&self, pg: &Postgresql, finalizers: &[String]) -> Result<(), ApiError>;
     async fn publish(&self, pg: &Postgresql, event: &Event) -> Result<(), ApiError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn distinct_notes_are_distinct_actions_and_repeats_are_not() {
+        let ev = |note: &str| Event {
+            type_: EventType::Normal,
+            reason: "Update".into(),
+            note: note.into(),
+        };
+        assert_eq!(ev("pod 1 of 3").action(), ev("pod 1 of 3").action());
+        assert_ne!(ev("pod 1 of 3").action(), ev("pod 2 of 3").action());
+        assert!(ev("x").action().starts_with("Update-"));
+        assert!(ev("x").action().len() <= 128);
+    }
 }

@@ -5,7 +5,8 @@
 //! hash, or holds another value in a field pgherd sets (drift), so an
 //! unchanged cluster costs zero writes, and API-server defaults, webhooks or
 //! foreign annotations (fields pgherd never sets) cannot cause a rollout
-//! (user-pain-points.md §1).
+//! (upstream rolls pods on every sync after such differences:
+//! zalando/postgres-operator#1377, #1955, #2436).
 
 use std::collections::BTreeMap;
 
@@ -13,6 +14,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::builders::DesiredObjects;
+pub use crate::diff::{changed_paths, drifted_paths};
 use crate::kube_api::ObjectKey;
 
 /// Annotation holding the hash of the object pgherd last applied.
@@ -73,7 +75,9 @@ pub fn desired_list(d: &DesiredObjects) -> Vec<Desired> {
     values.extend(d.services.iter().map(|o| (to_json(o), false)));
     values.extend(d.secrets.iter().map(|o| (to_json(o), true)));
     values.extend(d.pdbs.iter().map(|o| (to_json(o), false)));
-    values.push((to_json(&d.statefulset), false));
+    let mut statefulset = to_json(&d.statefulset);
+    crate::rolling::template::stamp_template(&mut statefulset);
+    values.push((statefulset, false));
     values
         .into_iter()
         .map(|(v, create_only)| {
@@ -190,98 +194,6 @@ pub fn plan(desired: &[Desired], live: &BTreeMap<ObjectKey, Option<Value>>) -> V
         });
     }
     steps
-}
-
-/// How a field pgherd sets but the live object lacks is counted.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Absent {
-    /// As a change (explaining an update: the field is new).
-    Changed,
-    /// Not at all (drift detection: the server may have dropped it).
-    Ignored,
-}
-
-/// Paths of fields we set whose live value differs, for events and logs.
-/// Only the fields present in `desired` are visited, so defaults added by the
-/// API server never show up. Values are left out: env can hold credentials.
-pub fn changed_paths(desired: &Value, live: &Value) -> Vec<String> {
-    paths(desired, live, Absent::Changed)
-}
-
-/// Paths of fields we set that the live object holds with another value.
-pub fn drifted_paths(desired: &Value, live: &Value) -> Vec<String> {
-    paths(desired, live, Absent::Ignored)
-}
-
-fn paths(desired: &Value, live: &Value, absent: Absent) -> Vec<String> {
-    let mut out = Vec::new();
-    walk("", desired, Some(live), absent, &mut out);
-    out.retain(|p| !p.starts_with(".metadata.annotations.pgherd.io/desired-hash"));
-    out
-}
-
-/// Values the API server omits when stored (Go's `omitempty`).
-fn is_empty_value(v: &Value) -> bool {
-    match v {
-        Value::Null => true,
-        Value::Bool(b) => !b,
-        Value::Number(n) => n.as_f64() == Some(0.0),
-        Value::String(s) => s.is_empty(),
-        Value::Array(a) => a.is_empty(),
-        Value::Object(o) => o.is_empty(),
-    }
-}
-
-/// Resource quantities come back in canonical form (`0.5` as `500m`,
-/// `1024Mi` as `1Gi`): equal amounts are not a change.
-fn same_quantity(path: &str, a: &str, b: &str) -> bool {
-    let is_quantity = [".requests.", ".limits.", ".capacity."]
-        .iter()
-        .any(|p| path.contains(p))
-        || path.ends_with(".sizeLimit");
-    if !is_quantity {
-        return false;
-    }
-    match (
-        crate::builders::quantity::parse(a),
-        crate::builders::quantity::parse(b),
-    ) {
-        (Some(x), Some(y)) => (x - y).abs() <= f64::EPSILON * x.abs().max(y.abs()) * 4.0,
-        _ => false,
-    }
-}
-
-fn walk(path: &str, d: &Value, l: Option<&Value>, absent: Absent, out: &mut Vec<String>) {
-    match (d, l.filter(|l| !l.is_null())) {
-        (dv, None) => {
-            if absent == Absent::Changed && !is_empty_value(dv) {
-                out.push(path.to_string());
-            }
-        }
-        (Value::Object(dm), Some(Value::Object(lm))) => {
-            for (k, dv) in dm {
-                walk(&format!("{path}.{k}"), dv, lm.get(k), absent, out);
-            }
-        }
-        (Value::Array(da), Some(Value::Array(la))) => {
-            for (i, dv) in da.iter().enumerate() {
-                // Name containers, env vars and ports by name when they have one.
-                let label = dv
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .map(|n| format!("[{n}]"))
-                    .unwrap_or_else(|| format!("[{i}]"));
-                let lv = match dv.get("name") {
-                    Some(n) => la.iter().find(|x| x.get("name") == Some(n)),
-                    None => la.get(i),
-                };
-                walk(&format!("{path}{label}"), dv, lv, absent, out);
-            }
-        }
-        (dv, Some(lv)) if dv == lv => {}
-        (Value::String(a), Some(Value::String(b))) if same_quantity(path, a, b) => {}
-        _ => out.push(path.to_string()),
-    }
 }
 
 #[cfg(test)]

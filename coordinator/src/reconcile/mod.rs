@@ -3,10 +3,12 @@
 
 pub mod apply;
 pub mod finalizer;
+pub mod rolling;
 pub mod status;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use jiff::Timestamp;
 use pgherd_shared::crd::validate::is_dns1035_label;
@@ -16,7 +18,10 @@ use serde_json::Value;
 use crate::builders::{build_all, ExternalInputs, PasswordSource};
 use crate::config::OperatorConfig;
 use crate::kube_api::{ApiError, Created, Event, EventType, Kind, KubeApi, ObjectKey};
+use crate::rolling::http::HttpPatroni;
+use crate::rolling::Patroni;
 use apply::{desired_list, plan, Step};
+use rolling::RollingOutcome;
 use status::{next_status, Observed, Outcome};
 
 /// Shared state of the reconciler.
@@ -26,6 +31,8 @@ pub struct Context<A: KubeApi> {
     pub config: Arc<RwLock<Arc<OperatorConfig>>>,
     pub passwords: Mutex<Box<dyn PasswordSource + Send>>,
     pub clock: Box<dyn Fn() -> Timestamp + Send + Sync>,
+    /// Patroni's REST API; tests put `crate::fake_patroni` here.
+    pub patroni: Arc<dyn Patroni>,
 }
 
 impl<A: KubeApi> Context<A> {
@@ -35,6 +42,7 @@ impl<A: KubeApi> Context<A> {
             config: Arc::new(RwLock::new(Arc::new(config))),
             passwords: Mutex::new(passwords),
             clock: Box::new(Timestamp::now),
+            patroni: Arc::new(HttpPatroni),
         }
     }
 
@@ -58,8 +66,11 @@ pub enum ReconcileError {
 /// What the controller should do next.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Done {
-    /// Objects match the manifest.
+    /// Objects match the manifest, and every pod runs the current template.
     Synced,
+    /// Objects match the manifest; a rolling update, configuration change
+    /// or restart is under way: look again after this long.
+    InProgress(Duration),
     /// The manifest is invalid; nothing to do until it changes.
     Invalid,
     /// Deletion is waiting for delete-protection annotations.
@@ -198,6 +209,7 @@ pub async fn reconcile<A: KubeApi>(
             statefulset_existed: false,
             desired_instances: pg.spec.number_of_instances,
             ready_instances: 0,
+            rolling: None,
         };
         if condition_message(pg.status.as_ref(), status::RECONCILE_ERROR).as_deref()
             != Some(reason.as_str())
@@ -211,11 +223,12 @@ pub async fn reconcile<A: KubeApi>(
     let mut sts_existed = false;
     let mut ready = 0;
     let result = sync(pg, ctx, &cfg, &mut sts_existed, &mut ready).await;
+    let rolling = result.as_ref().ok().map(|r| r.status.clone());
     let desired_instances =
         crate::builders::Cluster::new(pg, &cfg, "default", &ExternalInputs::default())
             .number_of_instances();
     let outcome = match &result {
-        Ok(()) => Outcome::Synced,
+        Ok(_) => Outcome::Synced,
         Err(e) => Outcome::Failed(e.to_string()),
     };
     if let Outcome::Failed(msg) = &outcome {
@@ -231,10 +244,14 @@ pub async fn reconcile<A: KubeApi>(
             statefulset_existed: sts_existed,
             desired_instances,
             ready_instances: ready,
+            rolling,
         },
     )
     .await?;
-    result.map(|()| Done::Synced)
+    result.map(|r| match r.requeue {
+        Some(after) => Done::InProgress(after),
+        None => Done::Synced,
+    })
 }
 
 async fn sync<A: KubeApi>(
@@ -243,7 +260,7 @@ async fn sync<A: KubeApi>(
     cfg: &OperatorConfig,
     sts_existed: &mut bool,
     ready: &mut i32,
-) -> Result<(), ReconcileError> {
+) -> Result<RollingOutcome, ReconcileError> {
     let namespace = namespace_of(pg);
     let inputs = external_inputs(ctx, cfg, &namespace).await?;
     let desired = {
@@ -282,7 +299,12 @@ async fn sync<A: KubeApi>(
             event(ctx, pg, EventType::Normal, key.kind.name(), step.note()).await;
         }
     }
-    Ok(())
+    let statefulset = desired
+        .iter()
+        .find(|d| d.key.kind == Kind::StatefulSet)
+        .map(|d| &d.object)
+        .ok_or_else(|| ReconcileError::Build("no StatefulSet built".into()))?;
+    rolling::run(pg, ctx, cfg, statefulset).await
 }
 
 async fn delete<A: KubeApi>(
@@ -322,6 +344,7 @@ async fn delete<A: KubeApi>(
                 statefulset_existed: existing,
                 desired_instances: pg.spec.number_of_instances,
                 ready_instances: 0,
+                rolling: None,
             },
         )
         .await?;
@@ -360,5 +383,7 @@ async fn delete<A: KubeApi>(
     Ok(Done::Deleted)
 }
 
+#[cfg(test)]
+mod rolling_tests;
 #[cfg(test)]
 mod tests;

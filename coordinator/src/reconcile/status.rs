@@ -1,7 +1,8 @@
 //! The next status, computed from what was observed, never latched.
 //!
 //! Conditions are derived afresh on every reconcile, so they clear by
-//! themselves once the cause is gone (user-pain-points.md §7), and the
+//! themselves once the cause is gone (upstream latches `UpdateFailed`:
+//! zalando/postgres-operator#2102, #2864), and the
 //! result is compared with the stored status so an unchanged cluster
 //! causes no status write.
 
@@ -13,6 +14,18 @@ use pgherd_shared::crd::PostgresqlStatus;
 pub const READY: &str = "Ready";
 pub const RECONCILE_ERROR: &str = "ReconcileError";
 pub const DELETION_BLOCKED: &str = "DeletionBlocked";
+pub const ROLLING_UPDATE: &str = "RollingUpdate";
+
+/// Where the rolling update and Patroni configuration sync stand.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Rolling {
+    /// Every pod runs the current template, nothing waits for a restart.
+    UpToDate,
+    /// A step was taken or is awaited; the message says which.
+    InProgress(String),
+    /// A replaced pod did not come back; the update stops until it does.
+    Blocked(String),
+}
 
 /// How the reconcile went.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,6 +45,9 @@ pub struct Observed {
     pub statefulset_existed: bool,
     pub desired_instances: i32,
     pub ready_instances: i32,
+    /// `None` when the pods were not looked at (invalid spec, deletion,
+    /// an earlier error): no `RollingUpdate` condition then.
+    pub rolling: Option<Rolling>,
 }
 
 /// What one condition should say.
@@ -142,6 +158,24 @@ pub fn next_status(
         message: err_message,
     };
     set(&mut conditions, old, w, generation, now);
+    if let Some(r) = &obs.rolling {
+        let (status, reason, message) = match r {
+            Rolling::UpToDate => (
+                false,
+                "UpToDate",
+                "all pods run the current template".to_string(),
+            ),
+            Rolling::InProgress(m) => (true, "InProgress", m.clone()),
+            Rolling::Blocked(m) => (true, "Blocked", m.clone()),
+        };
+        let w = Wanted {
+            type_: ROLLING_UPDATE,
+            status,
+            reason,
+            message,
+        };
+        set(&mut conditions, old, w, generation, now);
+    }
     if let Outcome::DeletionBlocked(m) = &obs.outcome {
         let w = Wanted {
             type_: DELETION_BLOCKED,
@@ -168,6 +202,7 @@ mod tests {
             statefulset_existed: true,
             desired_instances: 2,
             ready_instances: ready,
+            rolling: Some(Rolling::UpToDate),
         }
     }
 
@@ -194,5 +229,39 @@ mod tests {
         let err = ok.condition(RECONCILE_ERROR).unwrap();
         assert_eq!(err.status, "False");
         assert_eq!(err.last_transition_time, Time(t1));
+    }
+
+    #[test]
+    fn rolling_update_condition_follows_the_update() {
+        let t0 = Timestamp::from_second(1_700_000_000).unwrap();
+        let t1 = Timestamp::from_second(1_700_000_600).unwrap();
+        let with = |r: Rolling| Observed {
+            rolling: Some(r),
+            ..obs(Outcome::Synced, 2)
+        };
+        let idle = next_status(None, Some(1), &with(Rolling::UpToDate), t0);
+        let c = idle.condition(ROLLING_UPDATE).unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "UpToDate")
+        );
+        let blocked = next_status(
+            Some(&idle),
+            Some(1),
+            &with(Rolling::Blocked("pod x".into())),
+            t1,
+        );
+        let c = blocked.condition(ROLLING_UPDATE).unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str(), c.message.as_str()),
+            ("True", "Blocked", "pod x")
+        );
+        assert_eq!(c.last_transition_time, Time(t1));
+        let unseen = Observed {
+            rolling: None,
+            ..obs(Outcome::Synced, 2)
+        };
+        let none = next_status(Some(&blocked), Some(1), &unseen, t1);
+        assert!(none.condition(ROLLING_UPDATE).is_none());
     }
 }

@@ -544,12 +544,9 @@ pub fn parse_maintenance_window(s: &str) -> Result<MaintenanceWindow, String> {
         }
         Ok(h * 60 + m)
     };
+    // An end before the start crosses midnight (`Sat:23:00-01:00` runs into
+    // Sunday); upstream rejected or mis-evaluated those.
     let (start, end) = (minute(from)?, minute(to)?);
-    if end < start {
-        return Err(format!(
-            "{s:?} ends before it starts; split windows that cross midnight in two"
-        ));
-    }
     Ok(MaintenanceWindow {
         weekday: weekday.map(|d| d as u8),
         start_minute: start,
@@ -614,7 +611,15 @@ mod tests {
             parse_maintenance_window("01:00-06:00").unwrap().weekday,
             None
         );
-        assert!(parse_maintenance_window("23:00-01:00").is_err());
+        // Crossing midnight is one window, evaluated by the coordinator.
+        assert_eq!(
+            parse_maintenance_window("Sat:23:00-01:00").unwrap(),
+            MaintenanceWindow {
+                weekday: Some(6),
+                start_minute: 23 * 60,
+                end_minute: 60
+            }
+        );
         assert!(parse_maintenance_window("Foo:01:00-02:00").is_err());
     }
 }
