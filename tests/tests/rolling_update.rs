@@ -166,11 +166,17 @@ fn kill_leading_coordinator(sys: &System) -> anyhow::Result<String> {
     Ok(holder)
 }
 
-async fn roll_under_writes(prefix: &str, kill_coordinator: bool) -> anyhow::Result<()> {
+/// pgherd installed from its chart and a running 3-member cluster; the system and the master's pod.
+async fn three_members(prefix: &str) -> anyhow::Result<(System, Value)> {
     let sys = System::start(prefix, None).await?;
     sys.install_pgherd(&[]).await?;
     sys.kubectl_ok(&["apply", "--server-side", "-f", "-"], Some(&manifest(3)))?;
     let (master, _) = sys.wait_members("default", CLUSTER, 3, BOOT).await?;
+    Ok((sys, master))
+}
+
+async fn roll_under_writes(prefix: &str, kill_coordinator: bool) -> anyhow::Result<()> {
+    let (sys, master) = three_members(prefix).await?;
     let password = sys.superuser_password("default", CLUSTER)?;
     let old_master = name(&master);
     psql(
@@ -418,10 +424,7 @@ async fn patch_parameters(sys: &System, json: &str) -> anyhow::Result<()> {
 /// restarts nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn parameters_change_through_patroni_without_new_pods() -> anyhow::Result<()> {
-    let sys = System::start("pgh-param", None).await?;
-    sys.install_pgherd(&[]).await?;
-    sys.kubectl_ok(&["apply", "--server-side", "-f", "-"], Some(&manifest(3)))?;
-    let (master, _) = sys.wait_members("default", CLUSTER, 3, BOOT).await?;
+    let (sys, master) = three_members("pgh-param").await?;
     let password = sys.superuser_password("default", CLUSTER)?;
     let uids = |s: &System| -> BTreeMap<String, String> {
         snapshot(s)
@@ -512,10 +515,7 @@ async fn parameters_change_through_patroni_without_new_pods() -> anyhow::Result<
 /// other pod is touched, the primary least of all, and the status says what it waits for.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_bad_image_stops_the_update_before_the_primary() -> anyhow::Result<()> {
-    let sys = System::start("pgh-bad", None).await?;
-    sys.install_pgherd(&[]).await?;
-    sys.kubectl_ok(&["apply", "--server-side", "-f", "-"], Some(&manifest(3)))?;
-    let (master, _) = sys.wait_members("default", CLUSTER, 3, BOOT).await?;
+    let (sys, master) = three_members("pgh-bad").await?;
     let before: BTreeMap<String, String> = snapshot(&sys)
         .into_iter()
         .map(|(n, uid, _, _)| (n, uid))
