@@ -8,6 +8,7 @@ pub mod callbacks;
 pub mod configure;
 pub mod envdir;
 pub mod incluster;
+pub mod live_parameters;
 pub mod local;
 pub mod logging;
 pub mod metrics;

@@ -285,6 +285,25 @@ const DEVIATIONS: &[Deviation] = &[
         },
     },
     Deviation {
+        name: "members announce that local parameters follow the DCS (tag pgherd_follows_dcs, docs/coordinator.md)",
+        apply: |e| {
+            let tls_api = e.config["restapi"]["certfile"].is_string();
+            match e.config.as_object_mut() {
+                Some(root) if !tls_api => {
+                    let tags = root.entry("tags").or_insert_with(|| Value::Object(Default::default()));
+                    match tags.as_object_mut() {
+                        Some(t) => {
+                            t.insert("pgherd_follows_dcs".into(), Value::Bool(true));
+                            1
+                        }
+                        None => 0,
+                    }
+                }
+                _ => 0,
+            }
+        },
+    },
+    Deviation {
         name: "archive_command uses pgherd-agent envdir",
         apply: |e| match str_at(
             &mut e.config,

@@ -5,7 +5,7 @@
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use pgherd_shared::patroni::{Cluster, Member};
+use pgherd_shared::patroni::{Cluster, Member, FOLLOWS_DCS_TAG};
 use serde_json::Value;
 
 use crate::rolling::{MemberAddr, Patroni, PatroniError};
@@ -71,6 +71,9 @@ impl FakePatroni {
                 timeline: Some(1),
                 lag: (*n != leader).then(|| 0.into()),
                 pending_restart: None,
+                tags: [(FOLLOWS_DCS_TAG.to_string(), true.into())]
+                    .into_iter()
+                    .collect(),
             })
             .collect();
         let fake = FakePatroni::default();

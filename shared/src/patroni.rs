@@ -51,7 +51,13 @@ pub struct Member {
     pub lag: Option<serde_json::Value>,
     #[serde(default)]
     pub pending_restart: Option<bool>,
+    #[serde(default)]
+    pub tags: serde_json::Map<String, serde_json::Value>,
 }
+
+/// The Patroni tag of a member whose agent copies DCS values of local Postgres parameters into its local
+/// configuration (`pgherd-agent`'s `live_parameters`); the coordinator then changes them without new pods.
+pub const FOLLOWS_DCS_TAG: &str = "pgherd_follows_dcs";
 
 /// The role of a running primary: Patroni 4 says `primary` where Patroni 3 said `master` (in `/patroni`,
 /// `/cluster` and callback arguments); every caller asks this instead of matching both names.
@@ -68,6 +74,14 @@ pub fn is_leader_role(role: &str) -> bool {
 impl Member {
     pub fn is_leader(&self) -> bool {
         is_leader_role(&self.role)
+    }
+
+    /// Applies DCS values of local Postgres parameters itself ([`FOLLOWS_DCS_TAG`]).
+    pub fn follows_dcs(&self) -> bool {
+        self.tags
+            .get(FOLLOWS_DCS_TAG)
+            .and_then(serde_json::Value::as_bool)
+            == Some(true)
     }
 
     /// Replication lag in bytes when Patroni knows it.

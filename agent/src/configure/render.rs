@@ -162,6 +162,7 @@ pub fn render(
         config.insert("etcd".into(), json!({"host": "127.0.0.1:2379"}));
     }
     let (bin_dir, pg_version) = postprocess(&env, &mut config, &user, probe)?;
+    announce_live_parameters(&mut config);
     let data_dir = data_dir(&user, &layout)?;
 
     let mut files = vec![OutFile::new(
@@ -340,6 +341,23 @@ fn envdir(
 
 /// Spilo's post-processing after the merge: `bin_dir`, version-dependent extension lists, and a replication
 /// line in a user-supplied `bootstrap.pg_hba`. Returns the bin_dir and its major version.
+/// Tags the member as one whose local parameters follow the DCS (`crate::live_parameters`), which needs the
+/// REST API on plain HTTP, as that task reads it. A `tags` value that is not a mapping is left to Patroni.
+fn announce_live_parameters(config: &mut Map<String, Value>) {
+    if config
+        .get("restapi")
+        .is_some_and(|r| r.get("certfile").is_some_and(Value::is_string))
+    {
+        return;
+    }
+    let tags = config
+        .entry("tags")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if let Value::Object(tags) = tags {
+        tags.insert(crate::live_parameters::TAG.into(), Value::Bool(true));
+    }
+}
+
 fn postprocess(
     env: &Env,
     config: &mut Map<String, Value>,

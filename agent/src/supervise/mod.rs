@@ -53,6 +53,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     prepare::directories(&configured, run_as)?;
     let local = crate::local::Local::load(&configured.patroni_config)?;
     crate::metrics::spawn(&env, &configured.patroni_config, &local);
+    crate::live_parameters::spawn(&configured.patroni_config, local.api_url.as_deref());
     let owner = run_as.map(|r| (r.uid.as_raw(), r.gid.as_raw()));
     let socket = crate::backup::spawn(&configured, &local, &env, owner);
     let agent_dir = patroni::agent_dir()?;

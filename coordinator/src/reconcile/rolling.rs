@@ -69,7 +69,18 @@ fn parse_time(v: Option<&Value>) -> Option<Timestamp> {
     v?.as_str()?.parse().ok()
 }
 
-fn pod_info(pod: &Value, template: &Value, lazy: bool, now: Timestamp) -> PodInfo {
+/// Whether the pod's member applies new values of local parameters from the
+/// DCS. Unknown (no answer from Patroni, or the member not registered yet)
+/// counts as yes: the decision waits until Patroni can say, rather than
+/// flagging a pod for good on a missed answer.
+fn live_parameters(pod: &Value, cluster: Option<&Cluster>) -> bool {
+    let name = pod.pointer("/metadata/name").and_then(Value::as_str);
+    cluster
+        .and_then(|c| c.members.iter().find(|m| Some(m.name.as_str()) == name))
+        .is_none_or(|m| m.follows_dcs())
+}
+
+fn pod_info(pod: &Value, template: &Value, lazy: bool, live: bool, now: Timestamp) -> PodInfo {
     let name = pod
         .pointer("/metadata/name")
         .and_then(Value::as_str)
@@ -89,7 +100,7 @@ fn pod_info(pod: &Value, template: &Value, lazy: bool, now: Timestamp) -> PodInf
             .and_then(|a| a.get(FLAG_ANNOTATION))
             .and_then(Value::as_str)
             == Some("true"),
-        outdated: replacement_reason(pod, template, lazy),
+        outdated: replacement_reason(pod, template, lazy, live),
         ready,
         terminating: pod.pointer("/metadata/deletionTimestamp").is_some(),
         age_seconds: now.as_second() - created.as_second(),
@@ -157,12 +168,15 @@ pub async fn run<A: KubeApi>(
         .pointer("/spec/template")
         .cloned()
         .unwrap_or(Value::Null);
-    let infos: Vec<PodInfo> = pods
-        .iter()
-        .map(|p| pod_info(p, &template, cfg.enable_lazy_spilo_upgrade, now))
-        .collect();
     let addrs = addresses(&pods, &cfg.pod_role_label);
     let view = cluster_view(ctx, &addrs).await;
+    let infos: Vec<PodInfo> = pods
+        .iter()
+        .map(|p| {
+            let live = live_parameters(p, view.as_ref().map(|(c, _)| c));
+            pod_info(p, &template, cfg.enable_lazy_spilo_upgrade, live, now)
+        })
+        .collect();
     let addr_of = |member: &str| addrs.iter().find(|a| a.pod == member).cloned();
 
     // 1. Patroni's dynamic configuration.
@@ -179,7 +193,13 @@ pub async fn run<A: KubeApi>(
                         .map(u64::from)
                         .or_else(|| current.get("loop_wait").and_then(Value::as_u64))
                         .unwrap_or(10);
-                    let settle = Duration::from_secs(loop_wait + 5);
+                    // A local parameter waits for the agent's copy and a
+                    // second Patroni loop (the reload) as well.
+                    let settle = if patch.reaches_local {
+                        Duration::from_secs(2 * loop_wait + 10)
+                    } else {
+                        Duration::from_secs(loop_wait + 5)
+                    };
                     mark_settling(&mut patch.body, now + settle);
                     if let Err(e) = ctx.patroni.patch_config(at, &patch.body).await {
                         return Ok(RollingOutcome::busy(

@@ -176,6 +176,7 @@ impl Harness {
                     timeline: Some(1),
                     lag: (!(was_leader && alone)).then(|| 0.into()),
                     pending_restart: None,
+                    tags: Default::default(),
                 });
                 c.members.sort_by(|a, b| a.name.cmp(&b.name));
             });

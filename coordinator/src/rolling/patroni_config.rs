@@ -45,8 +45,10 @@ pub struct DesiredDynamic {
     pub synchronous_node_count: u32,
     pub failsafe_mode: Option<bool>,
     pub slots: BTreeMap<String, BTreeMap<String, String>>,
-    /// `postgresql.parameters` of the DCS class (those Spilo does not keep
-    /// in the local configuration).
+    /// The manifest's `postgresql.parameters`, the local class included:
+    /// pgherd's agent copies those from the DCS into its local
+    /// configuration (`pgherd-agent`'s `live_parameters`), Spilo ignores them
+    /// there.
     pub parameters: BTreeMap<String, String>,
 }
 
@@ -59,7 +61,6 @@ impl DesiredDynamic {
             .parameters
             .iter()
             .flatten()
-            .filter(|(k, _)| !LOCAL_PARAMETERS.contains(&k.as_str()))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let nonzero = |v: Option<u32>| v.filter(|x| *x > 0);
@@ -111,6 +112,9 @@ pub struct ConfigPatch {
     pub body: Value,
     /// Dotted names of the changed settings, for the event.
     pub changed: Vec<String>,
+    /// A parameter of the local class changed: members apply it only after
+    /// their agent has copied it and Patroni has reloaded, a loop later.
+    pub reaches_local: bool,
 }
 
 /// Postgres settings compare as text: Patroni stores what it was given
@@ -268,8 +272,10 @@ pub fn config_patch(desired: &DesiredDynamic, current: &Value) -> Option<ConfigP
         pgherd.insert("managed_slots".into(), json!(wanted_names));
     }
 
-    // Parameters: only the manifest's are compared; removing one from the
-    // manifest leaves Patroni's value (upstream does the same).
+    // Parameters: the manifest's are compared; removing one from the
+    // manifest leaves Patroni's value (upstream does the same), except for
+    // the local class, which only pgherd writes to the DCS: a value left
+    // there would outlive the manifest on members that follow the DCS.
     let current_params = current
         .pointer("/postgresql/parameters")
         .and_then(Value::as_object);
@@ -282,6 +288,17 @@ pub fn config_patch(desired: &DesiredDynamic, current: &Value) -> Option<ConfigP
             param_changes.insert(name.clone(), (have.cloned(), want.clone()));
         }
     }
+    for name in LOCAL_PARAMETERS {
+        let present = current_params
+            .and_then(|p| p.get(*name))
+            .is_some_and(|v| !v.is_null());
+        if present && !desired.parameters.contains_key(*name) {
+            params.insert(name.to_string(), Value::Null);
+        }
+    }
+    let reaches_local = params
+        .keys()
+        .any(|k| LOCAL_PARAMETERS.contains(&k.as_str()));
     if !params.is_empty() {
         changed.extend(params.keys().map(|k| format!("postgresql.parameters.{k}")));
         body.insert("postgresql".into(), json!({ "parameters": params }));
@@ -304,6 +321,7 @@ pub fn config_patch(desired: &DesiredDynamic, current: &Value) -> Option<ConfigP
     Some(ConfigPatch {
         body: Value::Object(body),
         changed,
+        reaches_local,
     })
 }
 

@@ -23,7 +23,17 @@ fn bootstrapped() -> Value {
     })
 }
 
-const SPEC: &str = "  postgresql:\n    version: '17'\n    parameters: {max_connections: '100', wal_level: logical, shared_buffers: 64MB}\n  patroni: {ttl: 30, loop_wait: 10}\n";
+const SPEC: &str = "  postgresql:\n    version: '17'\n    parameters: {max_connections: '100', wal_level: logical}\n  patroni: {ttl: 30, loop_wait: 10}\n";
+
+/// SPEC with a parameter of the local class, and the DCS after pgherd's
+/// first sync of it.
+const LOCAL_SPEC: &str = "  postgresql:\n    version: '17'\n    parameters: {max_connections: '100', wal_level: logical, shared_buffers: 64MB}\n  patroni: {ttl: 30, loop_wait: 10}\n";
+
+fn synced() -> Value {
+    let mut v = bootstrapped();
+    v["postgresql"]["parameters"]["shared_buffers"] = json!("64MB");
+    v
+}
 
 #[test]
 fn an_unchanged_manifest_patches_nothing() {
@@ -31,10 +41,44 @@ fn an_unchanged_manifest_patches_nothing() {
 }
 
 #[test]
-fn local_parameters_are_not_dynamic() {
-    let d = desired(SPEC);
-    assert!(!d.parameters.contains_key("shared_buffers"));
+fn local_parameters_go_to_the_dcs_too() {
+    let d = desired(LOCAL_SPEC);
+    assert_eq!(d.parameters["shared_buffers"], "64MB");
     assert_eq!(d.parameters["max_connections"], "100");
+    assert_eq!(config_patch(&d, &synced()), None);
+}
+
+#[test]
+fn the_first_sync_after_bootstrap_copies_local_parameters_to_the_dcs() {
+    // Bootstrap puts them in the local configuration only (SPILO_CONFIGURATION).
+    let patch = config_patch(&desired(LOCAL_SPEC), &bootstrapped()).expect("a patch");
+    assert_eq!(patch.changed, ["postgresql.parameters.shared_buffers"]);
+}
+
+#[test]
+fn a_local_parameter_change_reaches_the_members_later() {
+    let spec = LOCAL_SPEC.replace("shared_buffers: 64MB", "shared_buffers: 128MB");
+    let patch = config_patch(&desired(&spec), &synced()).expect("a patch");
+    assert!(patch.reaches_local);
+    assert_eq!(
+        patch.body["postgresql"]["parameters"],
+        json!({"shared_buffers": "128MB"})
+    );
+    let spec = LOCAL_SPEC.replace("max_connections: '100'", "max_connections: '90'");
+    let patch = config_patch(&desired(&spec), &synced()).expect("a patch");
+    assert!(!patch.reaches_local);
+}
+
+#[test]
+fn a_local_parameter_removed_from_the_manifest_leaves_the_dcs() {
+    let patch = config_patch(&desired(SPEC), &synced()).expect("a patch");
+    assert_eq!(
+        patch.body["postgresql"]["parameters"],
+        json!({"shared_buffers": null})
+    );
+    // A DCS-class parameter removed from the manifest stays, as upstream.
+    let spec = SPEC.replace("wal_level: logical", "");
+    assert_eq!(config_patch(&desired(&spec), &bootstrapped()), None);
 }
 
 #[test]

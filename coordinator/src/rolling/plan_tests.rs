@@ -26,6 +26,7 @@ fn member(name: &str, role: &str, state: &str, lag: u64) -> Member {
         timeline: Some(1),
         lag: (role != "leader").then(|| lag.into()),
         pending_restart: None,
+        tags: Default::default(),
     }
 }
 

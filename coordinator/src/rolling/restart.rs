@@ -73,6 +73,7 @@ mod tests {
             timeline: Some(1),
             lag: Some(0.into()),
             pending_restart: pending.then_some(true),
+            tags: Default::default(),
         }
     }
 
