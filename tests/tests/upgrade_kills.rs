@@ -179,21 +179,29 @@ async fn settles(
     let took = killed.elapsed();
     // The DCS record tells the same story; a run killed in its pre-checks never wrote one, so there the
     // record (of an earlier run, if any) must at least not read "in progress".
+    // Patroni answers `GET /config` from the cluster view of its last loop, so the record written just
+    // before the status file may take a loop to show.
     let api = format!("http://127.0.0.1:{}", cluster.member(leader).api_port);
-    let config = pgherd_shared::patroni::Client::new(api).config().await?;
-    let record = &config["pgherd_upgrade"];
-    if outcome == "precheck_failed" {
-        anyhow::ensure!(
-            record.is_null() || !record["outcome"].is_null(),
-            "the DCS record reads in progress: {record}"
-        );
-    } else {
-        anyhow::ensure!(
-            record["outcome"] == outcome,
-            "the DCS record says {} instead of {outcome}",
-            record["outcome"]
-        );
+    let client = pgherd_shared::patroni::Client::new(api);
+    let tells = |record: &serde_json::Value| {
+        if outcome == "precheck_failed" {
+            record.is_null() || !record["outcome"].is_null()
+        } else {
+            record["outcome"] == outcome
+        }
+    };
+    let mut record = serde_json::Value::Null;
+    for _ in 0..30 {
+        record = client.config().await?["pgherd_upgrade"].clone();
+        if tells(&record) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
+    anyhow::ensure!(
+        tells(&record),
+        "the DCS record says {record} where the status file says {outcome}"
+    );
     let versions = server_versions(cluster).await?;
     anyhow::ensure!(
         versions.iter().all(|v| *v / 10000 == major),
