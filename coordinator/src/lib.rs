@@ -11,8 +11,11 @@ pub mod diff;
 pub mod fake;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake_patroni;
+#[cfg(any(test, feature = "fake"))]
+pub mod fake_postgres;
 pub mod kube_api;
 pub mod leader;
 pub mod reconcile;
 pub mod render;
+pub mod roles;
 pub mod rolling;

@@ -4,3 +4,5 @@
 pub mod crd;
 pub mod naming;
 pub mod patroni;
+#[cfg(feature = "pgtls")]
+pub mod pgtls;

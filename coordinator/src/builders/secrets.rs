@@ -93,7 +93,7 @@ pub fn secrets(c: &Cluster, passwords: &mut dyn PasswordSource) -> Vec<Secret> {
         .into_iter()
         .map(|user| Secret {
             metadata: ObjectMeta {
-                name: Some(c.secret_name(&user)),
+                name: Some(crate::roles::desired::secret_name(c, &user)),
                 namespace: Some(c.namespace.clone()),
                 labels: Some(c.labels()),
                 annotations: c.annotations(BTreeMap::new()),

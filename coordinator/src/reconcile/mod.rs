@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod finalizer;
+pub mod roles;
 pub mod rolling;
 pub mod status;
 
@@ -33,6 +34,8 @@ pub struct Context<A: KubeApi> {
     pub clock: Box<dyn Fn() -> Timestamp + Send + Sync>,
     /// Patroni's REST API; tests put `crate::fake_patroni` here.
     pub patroni: Arc<dyn Patroni>,
+    /// Sessions on the clusters' primaries for roles and databases.
+    pub postgres: Arc<dyn roles::Connector>,
 }
 
 impl<A: KubeApi> Context<A> {
@@ -43,6 +46,7 @@ impl<A: KubeApi> Context<A> {
             passwords: Mutex::new(passwords),
             clock: Box::new(Timestamp::now),
             patroni: Arc::new(HttpPatroni),
+            postgres: Arc::new(roles::ServerConnector),
         }
     }
 
@@ -210,6 +214,7 @@ pub async fn reconcile<A: KubeApi>(
             desired_instances: pg.spec.number_of_instances,
             ready_instances: 0,
             rolling: None,
+            roles: None,
         };
         if condition_message(pg.status.as_ref(), status::RECONCILE_ERROR).as_deref()
             != Some(reason.as_str())
@@ -223,7 +228,8 @@ pub async fn reconcile<A: KubeApi>(
     let mut sts_existed = false;
     let mut ready = 0;
     let result = sync(pg, ctx, &cfg, &mut sts_existed, &mut ready).await;
-    let rolling = result.as_ref().ok().map(|r| r.status.clone());
+    let rolling = result.as_ref().ok().map(|r| r.0.status.clone());
+    let roles = result.as_ref().ok().map(|r| r.1.clone());
     let desired_instances =
         crate::builders::Cluster::new(pg, &cfg, "default", &ExternalInputs::default())
             .number_of_instances();
@@ -245,12 +251,19 @@ pub async fn reconcile<A: KubeApi>(
             desired_instances,
             ready_instances: ready,
             rolling,
+            roles,
         },
     )
     .await?;
-    result.map(|r| match r.requeue {
-        Some(after) => Done::InProgress(after),
-        None => Done::Synced,
+    result.map(|(rolling, roles)| {
+        let after = [rolling.requeue, roles.requeue()]
+            .into_iter()
+            .flatten()
+            .min();
+        match after {
+            Some(after) => Done::InProgress(after),
+            None => Done::Synced,
+        }
     })
 }
 
@@ -260,7 +273,7 @@ async fn sync<A: KubeApi>(
     cfg: &OperatorConfig,
     sts_existed: &mut bool,
     ready: &mut i32,
-) -> Result<RollingOutcome, ReconcileError> {
+) -> Result<(RollingOutcome, roles::RolesStatus), ReconcileError> {
     let namespace = namespace_of(pg);
     let inputs = external_inputs(ctx, cfg, &namespace).await?;
     let desired = {
@@ -304,7 +317,9 @@ async fn sync<A: KubeApi>(
         .find(|d| d.key.kind == Kind::StatefulSet)
         .map(|d| &d.object)
         .ok_or_else(|| ReconcileError::Build("no StatefulSet built".into()))?;
-    rolling::run(pg, ctx, cfg, statefulset).await
+    let rolling = rolling::run(pg, ctx, cfg, statefulset).await?;
+    let roles = roles::run(pg, ctx, cfg).await?;
+    Ok((rolling, roles))
 }
 
 async fn delete<A: KubeApi>(
@@ -345,6 +360,7 @@ async fn delete<A: KubeApi>(
                 desired_instances: pg.spec.number_of_instances,
                 ready_instances: 0,
                 rolling: None,
+                roles: None,
             },
         )
         .await?;

@@ -17,6 +17,7 @@ use super::*;
 use crate::builders::PasswordSource;
 use crate::fake::{FakeApi, Write};
 use crate::fake_patroni::{FakePatroni, PatroniCall};
+use crate::fake_postgres::FakePostgres;
 use crate::kube_api::Propagation;
 use crate::rolling::plan::FLAG_ANNOTATION;
 
@@ -88,6 +89,7 @@ impl Harness {
         let clock = now.clone();
         ctx.clock = Box::new(move || Timestamp::from_second(clock.load(Ordering::SeqCst)).unwrap());
         ctx.patroni = patroni.clone();
+        ctx.postgres = Arc::new(FakePostgres::default());
         let h = Harness {
             ctx,
             patroni,
@@ -516,6 +518,7 @@ async fn a_new_coordinator_resumes_without_deleting_a_pod_twice() {
         OperatorConfig::default(),
         Box::new(Counter(100)),
     );
+    ctx2.postgres = Arc::new(FakePostgres::default());
     for key in h.ctx.api.keys() {
         ctx2.api.put(h.ctx.api.object(&key).unwrap());
     }

@@ -15,6 +15,8 @@ pub const READY: &str = "Ready";
 pub const RECONCILE_ERROR: &str = "ReconcileError";
 pub const DELETION_BLOCKED: &str = "DeletionBlocked";
 pub const ROLLING_UPDATE: &str = "RollingUpdate";
+/// Whether the manifest's roles, databases, schemas and extensions exist in Postgres.
+pub const ROLES_SYNCED: &str = "RolesSynced";
 
 /// Where the rolling update and Patroni configuration sync stand.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,6 +50,8 @@ pub struct Observed {
     /// `None` when the pods were not looked at (invalid spec, deletion,
     /// an earlier error): no `RollingUpdate` condition then.
     pub rolling: Option<Rolling>,
+    /// `None` when Postgres was not looked at: no `RolesSynced` condition then.
+    pub roles: Option<super::roles::RolesStatus>,
 }
 
 /// What one condition should say.
@@ -86,6 +90,19 @@ fn set(
         observed_generation: generation,
         last_transition_time: since,
     });
+}
+
+/// The `RolesSynced` condition's message.
+pub fn roles_message(r: &super::roles::RolesStatus) -> String {
+    use super::roles::RolesStatus;
+    match r {
+        RolesStatus::Synced { warnings, .. } if warnings.is_empty() => {
+            "every role, database, schema and extension of the manifest exists".into()
+        }
+        RolesStatus::Synced { warnings, .. } => format!("in sync, except: {}", warnings.join("; ")),
+        RolesStatus::Waiting(m) => m.clone(),
+        RolesStatus::Failed { message, .. } => message.clone(),
+    }
 }
 
 pub fn next_status(
@@ -176,6 +193,22 @@ pub fn next_status(
         };
         set(&mut conditions, old, w, generation, now);
     }
+    if let Some(r) = &obs.roles {
+        use super::roles::RolesStatus;
+        let (status, reason) = match r {
+            RolesStatus::Synced { .. } => (true, "Synced"),
+            RolesStatus::Waiting(_) => (false, "Waiting"),
+            RolesStatus::Failed { .. } => (false, "Failed"),
+        };
+        let message = roles_message(r);
+        let w = Wanted {
+            type_: ROLES_SYNCED,
+            status,
+            reason,
+            message,
+        };
+        set(&mut conditions, old, w, generation, now);
+    }
     if let Outcome::DeletionBlocked(m) = &obs.outcome {
         let w = Wanted {
             type_: DELETION_BLOCKED,
@@ -203,6 +236,7 @@ mod tests {
             desired_instances: 2,
             ready_instances: ready,
             rolling: Some(Rolling::UpToDate),
+            roles: None,
         }
     }
 

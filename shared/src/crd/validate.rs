@@ -4,6 +4,7 @@
 //! reports every problem at once with the JSON path of the offending field, so
 //! `render` in CI and the coordinator's status say exactly what to fix.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -271,13 +272,29 @@ fn validate_spec(s: &PostgresSpec, c: &mut Collector) {
             );
         }
     }
-    for (user, flags) in s.users.iter().flatten() {
+    // Postgres takes any role name; the credentials Secret's name needs the user's name lowercased with
+    // `_` as `-` (upstream's mapping) to be a valid Kubernetes name, and two users must not share one.
+    let mut secret_names: BTreeMap<String, &str> = BTreeMap::new();
+    for user in s.users.iter().flatten().map(|(u, _)| u) {
+        let mapped = secret_part(user);
         if !is_valid_username(user) {
             c.push(
                 format!("spec.users.{user}"),
-                "is not a valid role name (lowercase letters, digits, '-', '_' and '.')",
+                "is not a valid role name (1 to 63 bytes)",
+            );
+        } else if !is_valid_secret_part(&mapped) {
+            c.push(
+                format!("spec.users.{user}"),
+                format!("its credentials Secret would be named after {mapped:?}, which is not a valid Kubernetes name (letters, digits, '-', '_' and '.')"),
+            );
+        } else if let Some(other) = secret_names.insert(mapped.clone(), user) {
+            c.push(
+                format!("spec.users.{user}"),
+                format!("its credentials Secret would have the same name as the one of user {other:?} ({mapped:?})"),
             );
         }
+    }
+    for (user, flags) in s.users.iter().flatten() {
         let lower: Vec<String> = flags.iter().map(|f| f.to_lowercase()).collect();
         for f in &lower {
             if !USER_FLAGS.contains(&f.as_str()) {
@@ -460,7 +477,18 @@ pub fn is_dns1035_label(s: &str) -> bool {
 
 /// Upstream's role-name rule:
 /// `^[a-z0-9]([-_a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-_a-z0-9]*[a-z0-9])?)*$`.
+/// A role name Postgres keeps as given: not empty, at most 63 bytes (longer ones are truncated, so the role
+/// would never match its name), no NUL.
 pub fn is_valid_username(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 63 && !s.contains('\0')
+}
+
+/// The part of a credentials Secret's name a user contributes (upstream's `_` → `-`, lowercased).
+pub fn secret_part(user: &str) -> String {
+    user.to_lowercase().replace('_', "-")
+}
+
+fn is_valid_secret_part(s: &str) -> bool {
     !s.is_empty()
         && s.split('.').all(|part| {
             let b = part.as_bytes();
@@ -589,8 +617,12 @@ mod tests {
         assert!(!is_dns1035_label("abc-"));
         assert!(is_valid_username("foo_user"));
         assert!(is_valid_username("appns.db_user"));
-        assert!(!is_valid_username("Foo"));
-        assert!(!is_valid_username("_foo"));
+        assert!(is_valid_username("Data.Team"));
+        assert!(!is_valid_username(""));
+        assert!(!is_valid_username(&"x".repeat(64)));
+        assert!(is_valid_secret_part(&secret_part("Data.Team")));
+        assert!(!is_valid_secret_part(&secret_part("a b")));
+        assert!(!is_valid_secret_part(&secret_part("_foo")));
     }
 
     #[test]
