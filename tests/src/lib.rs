@@ -9,6 +9,7 @@ pub mod etcd;
 pub mod garage;
 pub mod kube;
 pub mod podman;
+pub mod rolling;
 pub mod service;
 pub mod system;
 pub mod tools;
