@@ -230,11 +230,24 @@ pub fn logs(container: &str, tail: Option<usize>) -> String {
 /// `psql -Atc sql` against `ip` as the superuser over TLS, as a client outside the pod connects (Spilo's
 /// pg_hba rejects non-TLS connections from the network); the password goes through the environment.
 pub fn psql(ip: &str, password: &str, db: &str, sql: &str) -> anyhow::Result<String> {
+    psql_as(ip, "postgres", password, db, sql)
+}
+
+/// [`psql`] as `user`; user and database go through the environment, so any name works unquoted.
+pub fn psql_as(
+    ip: &str,
+    user: &str,
+    password: &str,
+    db: &str,
+    sql: &str,
+) -> anyhow::Result<String> {
     let out = Command::new(tools::pg15_bin()?.join("psql"))
         .arg(format!(
-            "host={ip} port=5432 user=postgres dbname={db} sslmode=require connect_timeout=5"
+            "host={ip} port=5432 sslmode=require connect_timeout=5"
         ))
         .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .env("PGUSER", user)
+        .env("PGDATABASE", db)
         .env("PGPASSWORD", password)
         .stdin(std::process::Stdio::null())
         .output()?;

@@ -1,0 +1,270 @@
+//! Roles and databases on the Kubernetes stand-in with the real image (issue 13): the coordinator, as a pod
+//! of its image, creates the manifest's users, databases and prepared databases in the running Postgres;
+//! every generated login works with its Secret's password; names that need quoting work; a sync with
+//! nothing to do issues no DDL (counted in the server's own log, `log_statement = ddl`); a password changed
+//! in the Secret reaches the role without a restart; two users whose Secrets would share a name are refused.
+
+use std::time::Duration;
+
+use base64::Engine;
+use pgherd_tests::podman::psql_as;
+use pgherd_tests::system::{name, pod_ip, psql, System};
+use pgherd_tests::{tools, wait};
+use serde_json::{json, Value};
+
+const CLUSTER: &str = "acid-minimal-cluster";
+const BOOT: Duration = Duration::from_secs(300);
+const SYNC: Duration = Duration::from_secs(120);
+
+/// Zalando's minimal manifest, one member, with upstream's complete example's users, databases and
+/// prepared database (extensions this image has), plus names that need quoting.
+fn manifest() -> String {
+    let yaml = std::fs::read_to_string(
+        tools::repo_root()
+            .join("coordinator/tests/fixtures/zalando/minimal-postgres-manifest.yaml"),
+    )
+    .expect("the minimal manifest");
+    let mut m: Value = serde_yaml_ng::from_str(&yaml).expect("the minimal manifest parses");
+    let spec = &mut m["spec"];
+    spec["numberOfInstances"] = json!(1);
+    spec["users"] = json!({
+        "zalando": ["superuser", "createdb"],
+        "foo_user": [],
+        "Data.Team": ["createdb"],
+    });
+    spec["databases"] = json!({"foo": "zalando", "foo-bar": "Data.Team"});
+    spec["preparedDatabases"] = json!({"bar": {
+        "defaultUsers": true,
+        "extensions": {"pgcrypto": "public", "pg_trgm": "my schema"},
+        "schemas": {"data": {}, "history": {"defaultRoles": true, "defaultUsers": false}, "my schema": {}},
+    }});
+    m.to_string()
+}
+
+fn secret_password(sys: &System, user: &str) -> anyhow::Result<String> {
+    let secret = format!(
+        "{}.{CLUSTER}.credentials.postgresql.acid.zalan.do",
+        user.to_lowercase().replace('_', "-")
+    );
+    let out = sys.kubectl_ok(
+        &["get", "secret", &secret, "-o", "jsonpath={.data.password}"],
+        None,
+    )?;
+    let raw = base64::engine::general_purpose::STANDARD.decode(out.trim())?;
+    Ok(String::from_utf8(raw)?)
+}
+
+fn roles_condition(sys: &System) -> Option<(String, String, String)> {
+    let pg = sys.get("acid.zalan.do/v1", "postgresql", "default", CLUSTER)?;
+    let c = pg["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "RolesSynced")?
+        .clone();
+    Some((
+        c["status"].as_str()?.into(),
+        c["reason"].as_str()?.into(),
+        c["message"].as_str()?.into(),
+    ))
+}
+
+/// DDL statements the server logged (`log_statement = ddl`, Spilo's default) in all its csv logs.
+fn ddl_count(ip: &str, password: &str) -> anyhow::Result<u64> {
+    let n = psql(
+        ip,
+        password,
+        "SELECT coalesce(sum((SELECT count(*) FROM regexp_matches(pg_read_file(current_setting('log_directory') || '/' || name), \
+         'statement: (CREATE|ALTER|GRANT|REVOKE|DROP) ', 'g'))), 0) FROM pg_ls_logdir() WHERE name LIKE '%.csv'",
+    )?;
+    Ok(n.parse()?)
+}
+
+/// One reconcile of the cluster, as any change of the resource causes, then time for it to finish.
+async fn poke(sys: &System, n: u32) -> anyhow::Result<()> {
+    sys.kubectl_ok(
+        &[
+            "annotate",
+            "--overwrite",
+            "postgresql",
+            CLUSTER,
+            &format!("pgherd-test/poke={n}"),
+        ],
+        None,
+    )?;
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_manifests_roles_and_databases_exist_and_log_in() -> anyhow::Result<()> {
+    let sys = System::start("pgh-roles", None).await?;
+    sys.install_pgherd(&[]).await?;
+    sys.kubectl_ok(&["apply", "--server-side", "-f", "-"], Some(&manifest()))?;
+    let (master, _) = sys.wait_members("default", CLUSTER, 1, BOOT).await?;
+    let ip = pod_ip(&master);
+    let password = sys.superuser_password("default", CLUSTER)?;
+    wait::until(SYNC, "RolesSynced", || async {
+        Ok(roles_condition(&sys)
+            .filter(|(s, _, _)| s == "True")
+            .map(|_| ()))
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e:#}; condition {:?}", roles_condition(&sys)))?;
+
+    // Roles with upstream's flags and memberships (the whole prepared layout is a unit test).
+    let q = |sql: &str| psql(&ip, &password, sql);
+    let role = |r: &str| {
+        q(&format!(
+            "SELECT rolsuper, rolcreatedb, rolcanlogin, ARRAY(SELECT b.rolname FROM pg_auth_members m \
+             JOIN pg_roles b ON b.oid = m.roleid WHERE m.member = r.oid AND NOT m.admin_option ORDER BY 1) \
+             FROM pg_roles r WHERE rolname = {}",
+            literal(r)
+        ))
+    };
+    assert_eq!(role("zalando")?, "t|t|t|{}");
+    assert_eq!(role("foo_user")?, "f|f|t|{}");
+    assert_eq!(role("Data.Team")?, "f|t|t|{}");
+    assert_eq!(role("bar_owner")?, "f|f|f|{}");
+    // The database owner administers the roles of its database (`ADMIN` at creation, as upstream).
+    assert_eq!(
+        q(
+            "SELECT string_agg(m.roleid::regrole::text, ',' ORDER BY pg_get_userbyid(m.roleid)) FROM pg_auth_members m \
+           WHERE m.member = 'bar_owner'::regrole AND m.admin_option"
+        )?,
+        r#"bar_data_owner,bar_history_owner,"bar_my schema_owner",bar_reader,bar_reader_user,bar_writer,bar_writer_user"#
+    );
+    assert_eq!(role("bar_writer")?, "f|f|f|{bar_reader}");
+    assert_eq!(role("bar_owner_user")?, "f|f|t|{bar_owner}");
+    assert_eq!(role("bar_writer_user")?, "f|f|t|{bar_writer}");
+    assert_eq!(role("bar_data_writer")?, "f|f|f|{bar_data_reader}");
+    assert_eq!(role("bar_my schema_owner")?, "f|f|f|{}");
+    assert_eq!(
+        q("SELECT setconfig FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole WHERE rolname = 'bar_owner'")?,
+        r#"{"search_path=\"$user\", data, history, \"my schema\""}"#
+    );
+    // Databases and their owners; never `foo-bar` refused for its dash.
+    assert_eq!(
+        q("SELECT string_agg(datname || ':' || pg_get_userbyid(datdba), ',' ORDER BY datname) FROM pg_database \
+           WHERE datname IN ('foo', 'foo-bar', 'bar')")?,
+        "bar:bar_owner,foo:zalando,foo-bar:Data.Team"
+    );
+    let in_bar = |sql: &str| pgherd_tests::podman::psql(&ip, &password, "bar", sql);
+    assert_eq!(
+        in_bar("SELECT string_agg(nspname || ':' || pg_get_userbyid(nspowner), ',' ORDER BY nspname) FROM pg_namespace \
+                WHERE nspname IN ('data', 'history', 'my schema')")?,
+        "data:bar_data_owner,history:bar_history_owner,my schema:bar_my schema_owner"
+    );
+    assert_eq!(
+        in_bar("SELECT string_agg(extname || ':' || extnamespace::regnamespace, ',' ORDER BY extname) FROM pg_extension \
+                WHERE extname IN ('pgcrypto', 'pg_trgm')")?,
+        r#"pg_trgm:"my schema",pgcrypto:public"#
+    );
+    // Default privileges: what bar_owner creates, bar_reader may read.
+    let owner_pw = secret_password(&sys, "bar_owner_user")?;
+    psql_as(
+        &ip,
+        "bar_owner_user",
+        &owner_pw,
+        "bar",
+        "SET ROLE bar_owner; CREATE TABLE data.t(x int); INSERT INTO data.t VALUES (1)",
+    )?;
+    let reader_pw = secret_password(&sys, "bar_reader_user")?;
+    assert_eq!(
+        psql_as(
+            &ip,
+            "bar_reader_user",
+            &reader_pw,
+            "bar",
+            "SELECT x FROM data.t"
+        )?,
+        "1"
+    );
+    // Every generated login works with its Secret's password.
+    for user in [
+        "zalando",
+        "foo_user",
+        "Data.Team",
+        "bar_owner_user",
+        "bar_reader_user",
+        "bar_writer_user",
+    ] {
+        let pw = secret_password(&sys, user)?;
+        let me = psql_as(&ip, user, &pw, "postgres", "SELECT current_user")?;
+        assert_eq!(me, user);
+    }
+    // The password is stored hashed with the server's method.
+    assert!(
+        q("SELECT rolpassword FROM pg_authid WHERE rolname = 'foo_user'")?
+            .starts_with("SCRAM-SHA-256$4096:")
+    );
+
+    // A sync with nothing to do: zero DDL.
+    let before = ddl_count(&ip, &password)?;
+    poke(&sys, 1).await?;
+    poke(&sys, 2).await?;
+    assert_eq!(
+        ddl_count(&ip, &password)?,
+        before,
+        "a no-op sync issued DDL"
+    );
+
+    // A password changed in the Secret (quotes and dollars) reaches the role; nothing restarts.
+    let started = q("SELECT pg_postmaster_start_time()")?;
+    let new_pw = r#"it's $$ "quoted" \ ok"#;
+    let secret = format!("foo-user.{CLUSTER}.credentials.postgresql.acid.zalan.do");
+    let patch = json!({"stringData": {"password": new_pw}}).to_string();
+    sys.kubectl_ok(&["patch", "secret", &secret, "-p", &patch], None)?;
+    poke(&sys, 3).await?;
+    wait::until(SYNC, "foo_user logs in with the new password", || async {
+        Ok(psql_as(&ip, "foo_user", new_pw, "postgres", "SELECT 1")
+            .ok()
+            .map(|_| ()))
+    })
+    .await?;
+    assert_eq!(
+        ddl_count(&ip, &password)?,
+        before + 1,
+        "one ALTER ROLE for one password"
+    );
+    assert_eq!(q("SELECT pg_postmaster_start_time()")?, started);
+    assert_eq!(
+        name(&master),
+        name(&sys.wait_members("default", CLUSTER, 1, BOOT).await?.0)
+    );
+
+    // Two users whose Secrets would share a name: refused, naming both.
+    let mut clash: Value = serde_json::from_str(&manifest())?;
+    clash["metadata"]["name"] = json!("acid-clash");
+    clash["spec"]["users"] = json!({"foo_bar": [], "foo-bar": []});
+    sys.kubectl_ok(
+        &["apply", "--server-side", "-f", "-"],
+        Some(&clash.to_string()),
+    )?;
+    let status = wait::until(SYNC, "acid-clash refused", || async {
+        let pg = sys.get("acid.zalan.do/v1", "postgresql", "default", "acid-clash");
+        Ok(pg
+            .map(|p| {
+                p["status"]["PostgresClusterStatus"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .filter(|s| s == "Invalid"))
+    })
+    .await?;
+    assert_eq!(status, "Invalid");
+    let pg = sys
+        .get("acid.zalan.do/v1", "postgresql", "default", "acid-clash")
+        .unwrap();
+    let text = pg["status"].to_string();
+    assert!(
+        text.contains("foo_bar") && text.contains("foo-bar"),
+        "{text}"
+    );
+    sys.shutdown().await;
+    Ok(())
+}
+
+fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
