@@ -13,9 +13,10 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::runtime::controller::{self, Action, Controller};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
+use pgherd_shared::crd::postgres_team::PostgresTeam;
 use pgherd_shared::crd::{OperatorConfiguration, Postgresql};
 
 use crate::builders::OsPasswords;
@@ -23,6 +24,7 @@ use crate::config::{ConfigError, OperatorConfig};
 use crate::kube_api::client::KubeClientApi;
 use crate::leader::{self, Elector};
 use crate::reconcile::{reconcile, Context, Done, ReconcileError};
+use crate::teams::TeamMap;
 
 /// Where the operator configuration lives.
 #[derive(Clone, Debug)]
@@ -80,6 +82,46 @@ fn from_configmap(cm: &ConfigMap) -> Result<OperatorConfig, ConfigError> {
 /// Watches the configuration object; every valid change replaces the
 /// configuration in place and triggers a reconcile of all clusters, so no
 /// coordinator restart is needed (upstream reads it once, at start).
+/// `PostgresTeam` resources, watched when `enable_postgres_team_crd` is on (read at start, as upstream):
+/// every change rebuilds the team map and, when it differs, reconciles every cluster, so a member added
+/// to a team becomes a role without a restart.
+fn team_updates(
+    client: Client,
+    watched: &str,
+    enabled: bool,
+    ctx: Arc<Context<KubeClientApi>>,
+) -> futures::stream::BoxStream<'static, ()> {
+    if !enabled {
+        return futures::stream::pending().boxed();
+    }
+    let api: Api<PostgresTeam> = match watched {
+        "*" | "" => Api::all(client),
+        ns => Api::namespaced(client, ns),
+    };
+    let (reader, writer) = reflector::store::<PostgresTeam>();
+    reflector::reflector(writer, watcher(api, watcher::Config::default()))
+        .touched_objects()
+        .filter_map(move |event| {
+            let (reader, ctx) = (reader.clone(), ctx.clone());
+            async move {
+                if let Err(e) = event {
+                    tracing::debug!(error = %e, "PostgresTeam watch");
+                    return None;
+                }
+                let specs: Vec<_> = reader.state().iter().map(|t| t.spec.clone()).collect();
+                let map = TeamMap::new(&specs);
+                let mut current = ctx.team_map.write().expect("team map");
+                if *current == map {
+                    return None;
+                }
+                tracing::info!("PostgresTeam resources changed; reconciling all clusters");
+                *current = map;
+                Some(())
+            }
+        })
+        .boxed()
+}
+
 fn config_updates(
     client: Client,
     source: ConfigSource,
@@ -206,11 +248,19 @@ async fn control(client: Client, settings: Settings) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| cfg.watched_namespace.clone());
     let cluster_labels: BTreeMap<String, String> = cfg.cluster_labels.clone();
-    let ctx = Arc::new(Context::new(
+    let teams_crd = cfg
+        .raw
+        .teams_api
+        .as_ref()
+        .and_then(|t| t.enable_postgres_team_crd)
+        .unwrap_or(false);
+    let mut context = Context::new(
         KubeClientApi::new(client.clone(), settings.instance.clone()),
         cfg,
         Box::new(OsPasswords),
-    ));
+    );
+    context.operator_namespace = settings.operator_namespace.clone();
+    let ctx = Arc::new(context);
 
     let (pgs, statefulsets): (Api<Postgresql>, Api<StatefulSet>) = match watched.as_str() {
         "*" => (Api::all(client.clone()), Api::all(client.clone())),
@@ -245,7 +295,10 @@ async fn control(client: Client, settings: Settings) -> anyhow::Result<()> {
                 Some(ObjectRef::<Postgresql>::new(&name).within(&ns))
             },
         )
-        .reconcile_all_on(config_updates(client, settings.config, ctx.clone()))
+        .reconcile_all_on(futures::stream::select(
+            config_updates(client.clone(), settings.config, ctx.clone()),
+            team_updates(client, &watched, teams_crd, ctx.clone()),
+        ))
         .shutdown_on_signal()
         .run(reconcile_one, error_policy, ctx)
         .for_each(|res| async move {

@@ -19,3 +19,4 @@ pub mod reconcile;
 pub mod render;
 pub mod roles;
 pub mod rolling;
+pub mod teams;

@@ -117,6 +117,8 @@ fn needed() -> Grants {
         acid("postgresqls", &["get", "list", "watch", "patch"]),
         acid("postgresqls/status", &["get", "patch"]),
         acid("operatorconfigurations", &["get", "list", "watch"]),
+        // Human users: the PostgresTeam watch (a reflector lists, then watches).
+        acid("postgresteams", &["get", "list", "watch"]),
         (
             ("events.k8s.io".into(), "events".into()),
             ["create", "patch"].map(String::from).into(),

@@ -36,6 +36,13 @@ pub struct Context<A: KubeApi> {
     pub patroni: Arc<dyn Patroni>,
     /// Sessions on the clusters' primaries for roles and databases.
     pub postgres: Arc<dyn roles::Connector>,
+    /// Human users: the Teams API, its last good answers, and the `PostgresTeam` resources as last
+    /// watched.
+    pub teams_api: Arc<dyn crate::teams::api::TeamsApi>,
+    pub teams_cache: crate::teams::api::LastGood,
+    pub team_map: RwLock<crate::teams::TeamMap>,
+    /// Where the Teams API token Secret is when its name has no namespace.
+    pub operator_namespace: String,
 }
 
 impl<A: KubeApi> Context<A> {
@@ -47,6 +54,10 @@ impl<A: KubeApi> Context<A> {
             clock: Box::new(Timestamp::now),
             patroni: Arc::new(HttpPatroni),
             postgres: Arc::new(roles::ServerConnector),
+            teams_api: Arc::new(crate::teams::api::HttpTeamsApi::default()),
+            teams_cache: Default::default(),
+            team_map: Default::default(),
+            operator_namespace: "default".into(),
         }
     }
 

@@ -21,7 +21,7 @@ use crate::kube_api::{EventType, Kind, KubeApi, ObjectKey};
 use crate::roles::catalog::{PgError, Postgres};
 use crate::roles::desired::{desired, ExternalRoles};
 use crate::roles::diff::plan;
-use crate::roles::model::Password;
+use crate::roles::model::{Password, Role};
 use crate::roles::password::Encryption;
 use crate::roles::server::Server;
 
@@ -84,21 +84,87 @@ async fn primary_address<A: KubeApi>(
     }))
 }
 
-/// The `password` key of a Secret, `None` when the Secret or the key is missing.
-async fn secret_password<A: KubeApi>(
+/// The text of `key` in a Secret, `None` when the Secret or the key is missing.
+async fn secret_value<A: KubeApi>(
     ctx: &Context<A>,
     namespace: &str,
     name: &str,
+    key: &str,
 ) -> Result<Option<String>, ReconcileError> {
-    let key = ObjectKey {
+    let object = ObjectKey {
         kind: Kind::Secret,
         namespace: namespace.into(),
         name: name.into(),
     };
-    Ok(ctx.api.get(&key).await?.and_then(|s| {
-        let b64 = s.pointer("/data/password")?.as_str()?;
+    Ok(ctx.api.get(&object).await?.and_then(|s| {
+        let b64 = s.get("data")?.get(key)?.as_str()?;
         String::from_utf8(STANDARD.decode(b64).ok()?).ok()
     }))
+}
+
+/// The Teams API token: `read-only-token-secret` of `oauth_token_secret_name` (`namespace/name`, or a
+/// name in the operator's namespace), as upstream reads it.
+async fn teams_token<A: KubeApi>(
+    ctx: &Context<A>,
+    cfg: &OperatorConfig,
+) -> Result<Option<String>, ReconcileError> {
+    let configured = cfg
+        .raw
+        .kubernetes
+        .as_ref()
+        .and_then(|k| k.oauth_token_secret_name.clone())
+        .unwrap_or_else(|| "postgresql-operator".into());
+    let (namespace, name) = match configured.split_once('/') {
+        Some((ns, n)) => (ns.to_string(), n.to_string()),
+        None => (ctx.operator_namespace.clone(), configured),
+    };
+    secret_value(ctx, &namespace, &name, "read-only-token-secret").await
+}
+
+/// Human roles from the Teams API and the `PostgresTeam` resources, and what went wrong fetching them.
+async fn human_roles<A: KubeApi>(
+    ctx: &Context<A>,
+    cfg: &OperatorConfig,
+    pg: &Postgresql,
+) -> Result<(Vec<Role>, Vec<String>), ReconcileError> {
+    let t = cfg.raw.teams_api.clone().unwrap_or_default();
+    let api_on = t.enable_teams_api.unwrap_or(false);
+    if !api_on && !t.enable_postgres_team_crd.unwrap_or(false) {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let team_id = pg.spec.team_id.clone();
+    let map = ctx.team_map.read().expect("team map").clone();
+    let mut answers: BTreeMap<String, Option<Vec<String>>> = BTreeMap::new();
+    let mut warnings = Vec::new();
+    if api_on {
+        let url = t.teams_api_url.clone().unwrap_or_default();
+        let token = teams_token(ctx, cfg).await?.unwrap_or_default();
+        if token.is_empty() {
+            warnings.push("Teams API: no token in the oauth_token_secret_name Secret".to_string());
+        }
+        let mut teams: BTreeSet<String> = BTreeSet::from([team_id.clone()]);
+        teams.extend(map.additional_teams(&team_id));
+        teams.extend(map.superuser_teams(&team_id));
+        teams.extend(t.postgres_superuser_teams.iter().flatten().cloned());
+        for team in teams {
+            let fresh = ctx.teams_api.members(&url, &team, &token).await;
+            let (members, error) = ctx.teams_cache.resolve(&team, fresh);
+            if let Some(e) = error {
+                let kept = if members.is_some() {
+                    "keeping the last good answer"
+                } else {
+                    "no members known"
+                };
+                warnings.push(format!("{e} ({kept})"));
+            }
+            answers.insert(team, members);
+        }
+    }
+    let lookup = |team: &str| answers.get(team).cloned().flatten();
+    Ok((
+        crate::teams::human_roles(cfg, &team_id, &map, &lookup),
+        warnings,
+    ))
 }
 
 pub async fn run<A: KubeApi>(
@@ -109,7 +175,12 @@ pub async fn run<A: KubeApi>(
     let namespace = namespace_of(pg);
     let inputs = ExternalInputs::default();
     let cluster = Cluster::new(pg, cfg, &namespace, &inputs);
-    let wanted = match desired(&cluster, &ExternalRoles::default()) {
+    let (human, mut team_warnings) = human_roles(ctx, cfg, pg).await?;
+    let external = ExternalRoles {
+        infrastructure: Vec::new(),
+        human,
+    };
+    let wanted = match desired(&cluster, &external) {
         Ok(w) => w,
         Err(e) => {
             return Ok(RolesStatus::Failed {
@@ -122,7 +193,8 @@ pub async fn run<A: KubeApi>(
         return Ok(RolesStatus::Waiting("no primary yet".into()));
     };
     let super_secret = cluster.secret_name(&cfg.super_username);
-    let Some(super_password) = secret_password(ctx, &namespace, &super_secret).await? else {
+    let Some(super_password) = secret_value(ctx, &namespace, &super_secret, "password").await?
+    else {
         return Ok(RolesStatus::Waiting(format!(
             "no password in Secret {super_secret}"
         )));
@@ -130,7 +202,7 @@ pub async fn run<A: KubeApi>(
     let mut passwords = BTreeMap::new();
     for role in wanted.desired.roles.values() {
         if let Password::Secret { namespace, name } = &role.password {
-            if let Some(pw) = secret_password(ctx, namespace, name).await? {
+            if let Some(pw) = secret_value(ctx, namespace, name, "password").await? {
                 passwords.insert(role.name.clone(), pw);
             }
         }
@@ -171,6 +243,7 @@ pub async fn run<A: KubeApi>(
         .iter()
         .map(ToString::to_string)
         .chain(p.warnings.iter().cloned())
+        .chain(team_warnings.drain(..))
         .collect();
     let mut failures = Vec::new();
     let mut done = Vec::new();
