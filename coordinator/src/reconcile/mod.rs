@@ -411,6 +411,8 @@ async fn delete<A: KubeApi>(
 }
 
 #[cfg(test)]
+mod roles_tests;
+#[cfg(test)]
 mod rolling_tests;
 #[cfg(test)]
 mod tests;
