@@ -265,6 +265,155 @@ async fn the_manifests_roles_and_databases_exist_and_log_in() -> anyhow::Result<
     Ok(())
 }
 
+/// A Teams API served by the test on the network's gateway, as upstream's client calls it: `GET
+/// /teams/{team}` with a bearer token; answers 503 while `down`.
+struct TeamsApi {
+    url: String,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TeamsApi {
+    async fn start(gateway: &str, teams: Value) -> anyhow::Result<TeamsApi> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind((gateway, 0)).await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let down = std::sync::Arc::new(AtomicBool::new(false));
+        let d = down.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let mut buf = vec![0u8; 4096];
+                let n = conn.read(&mut buf).await.unwrap_or(0);
+                let req = String::from_utf8_lossy(&buf[..n]).to_string();
+                let path = req.split_whitespace().nth(1).unwrap_or("").to_string();
+                let team = path.strip_prefix("/teams/").unwrap_or("");
+                let authorized = req
+                    .lines()
+                    .any(|l| l.eq_ignore_ascii_case("authorization: bearer team-token"));
+                let (status, body) = if d.load(Ordering::SeqCst) {
+                    (
+                        "503 Service Unavailable",
+                        json!({"error": "down for the test"}),
+                    )
+                } else if !authorized {
+                    ("401 Unauthorized", json!({"error": "no token"}))
+                } else {
+                    match teams.get(team) {
+                        Some(members) => ("200 OK", json!({"id": team, "member": members})),
+                        None => ("404 Not Found", json!({"error": "no such team"})),
+                    }
+                };
+                let body = body.to_string();
+                let reply = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(reply.as_bytes()).await;
+            }
+        });
+        Ok(TeamsApi { url, down, task })
+    }
+}
+
+impl Drop for TeamsApi {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn role_exists(ip: &str, password: &str, name: &str) -> bool {
+    psql(
+        ip,
+        password,
+        &format!("SELECT 1 FROM pg_roles WHERE rolname = {}", literal(name)),
+    )
+    .is_ok_and(|v| v == "1")
+}
+
+/// Human users: the cluster team's members from the Teams API, and a member a `PostgresTeam` adds while
+/// the cluster runs; they log in through PAM only (no password), and a Teams API outage keeps them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn human_users_come_from_the_teams_api_and_postgres_teams() -> anyhow::Result<()> {
+    let sys = System::start("pgh-teams", None).await?;
+    let api = TeamsApi::start(
+        &sys.network.gateway,
+        json!({"acid": ["alice"], "friends": ["bob"]}),
+    )
+    .await?;
+    // `kubectl create secret` sends protobuf, which the stand-in does not speak: apply it instead.
+    let token = json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "postgresql-operator", "namespace": "default"},
+        "stringData": {"read-only-token-type": "Bearer", "read-only-token-secret": "team-token"}});
+    sys.kubectl_ok(
+        &["apply", "--server-side", "-f", "-"],
+        Some(&token.to_string()),
+    )?;
+    let url = format!("configTeamsApi.teams_api_url={}", api.url);
+    sys.install_pgherd(&[
+        "configTeamsApi.enable_teams_api=true",
+        &url,
+        "configTeamsApi.enable_postgres_team_crd=true",
+    ])
+    .await?;
+    sys.kubectl_ok(&["apply", "--server-side", "-f", "-"], Some(&manifest()))?;
+    let (master, _) = sys.wait_members("default", CLUSTER, 1, BOOT).await?;
+    let ip = pod_ip(&master);
+    let password = sys.superuser_password("default", CLUSTER)?;
+    wait::until(SYNC, "alice from the Teams API", || async {
+        Ok(role_exists(&ip, &password, "alice").then_some(()))
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e:#}; condition {:?}", roles_condition(&sys)))?;
+    assert_eq!(
+        psql(&ip, &password, "SELECT rolcanlogin, rolpassword IS NULL, pg_has_role('alice', 'zalandos', 'member'), \
+              (SELECT setconfig FROM pg_db_role_setting WHERE setrole = 'alice'::regrole) FROM pg_authid WHERE rolname = 'alice'")?,
+        "t|t|t|{log_statement=all}"
+    );
+    // No password, so no password login (PAM is the way in for people).
+    assert!(psql_as(&ip, "alice", "", "postgres", "SELECT 1").is_err());
+
+    // A PostgresTeam adds a team: its member appears without a restart.
+    let started = psql(&ip, &password, "SELECT pg_postmaster_start_time()")?;
+    let team = json!({"apiVersion": "acid.zalan.do/v1", "kind": "PostgresTeam",
+        "metadata": {"name": "custom-team-membership"},
+        "spec": {"additionalTeams": {"acid": ["friends"]}, "additionalMembers": {"acid": ["virtual.jane"]}}});
+    sys.kubectl_ok(
+        &["apply", "--server-side", "-f", "-"],
+        Some(&team.to_string()),
+    )?;
+    wait::until(
+        SYNC,
+        "bob and virtual.jane from the PostgresTeam",
+        || async {
+            Ok(
+                (role_exists(&ip, &password, "bob") && role_exists(&ip, &password, "virtual.jane"))
+                    .then_some(()),
+            )
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e:#}; condition {:?}", roles_condition(&sys)))?;
+    assert_eq!(
+        psql(&ip, &password, "SELECT pg_postmaster_start_time()")?,
+        started
+    );
+
+    // The Teams API down: the last good answer is kept, and the condition says so.
+    api.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    poke(&sys, 10).await?;
+    let (status, _, message) = roles_condition(&sys).unwrap_or_default();
+    assert_eq!(status, "True", "{message}");
+    assert!(
+        message.contains("503") && message.contains("last good answer"),
+        "{message}"
+    );
+    assert!(role_exists(&ip, &password, "alice"));
+    drop(api);
+    sys.shutdown().await;
+    Ok(())
+}
+
 fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
