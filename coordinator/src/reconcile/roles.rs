@@ -13,6 +13,7 @@ use std::time::Duration;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use pgherd_shared::crd::Postgresql;
+use serde_json::Value;
 
 use super::{event, namespace_of, Context, ReconcileError};
 use crate::builders::{Cluster, ExternalInputs};
@@ -48,7 +49,9 @@ pub enum RolesStatus {
         applied: usize,
         warnings: Vec<String>,
     },
-    /// Not reached yet (no primary, Postgres not answering): retried soon.
+    /// No pod is ready yet; the StatefulSet watch brings the next pass.
+    NoPrimary,
+    /// Not reached yet (a primary not labelled yet, Postgres not answering): retried soon.
     Waiting(String),
     /// The manifest cannot be turned into roles (`retry` false: a new manifest version is needed), or
     /// statements failed (retried).
@@ -59,29 +62,54 @@ impl RolesStatus {
     /// When to look again, whatever the other duties say.
     pub fn requeue(&self) -> Option<Duration> {
         match self {
-            RolesStatus::Synced { .. } | RolesStatus::Failed { retry: false, .. } => None,
+            RolesStatus::Synced { .. }
+            | RolesStatus::NoPrimary
+            | RolesStatus::Failed { retry: false, .. } => None,
             RolesStatus::Waiting(_) => Some(Duration::from_secs(15)),
             RolesStatus::Failed { retry: true, .. } => Some(Duration::from_secs(60)),
         }
     }
 }
 
-/// The IP of the pod labelled master: what the master Service routes to.
-async fn primary_address<A: KubeApi>(
+/// Where the primary is, as the pods say.
+enum Primary {
+    /// The IP of the pod labelled master: what the master Service routes to.
+    At(String),
+    /// A pod is ready but none is labelled master yet (a moment after bootstrap or a failover; with etcd
+    /// the label comes from a callback, which no watch sees): look again soon.
+    Unlabelled,
+    /// No pod is ready: the StatefulSet watch brings the next reconcile when one is.
+    NotReady,
+}
+
+async fn primary<A: KubeApi>(
     ctx: &Context<A>,
     cfg: &OperatorConfig,
     namespace: &str,
     cluster: &str,
-) -> Result<Option<String>, ReconcileError> {
+) -> Result<Primary, ReconcileError> {
     let pods = ctx
         .api
         .list(Kind::Pod, namespace, &cfg.selector_labels(cluster))
         .await?;
-    Ok(pods.iter().find_map(|p| {
+    let master = pods.iter().find_map(|p| {
         let labels = p.pointer("/metadata/labels")?;
         (labels.get(&cfg.pod_role_label)?.as_str()? == "master")
             .then(|| p.pointer("/status/podIP")?.as_str().map(String::from))?
-    }))
+    });
+    let ready = pods.iter().any(|p| {
+        p.pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
+    });
+    Ok(match (master, ready) {
+        (Some(ip), _) => Primary::At(ip),
+        (None, true) => Primary::Unlabelled,
+        (None, false) => Primary::NotReady,
+    })
 }
 
 /// The text of `key` in a Secret, `None` when the Secret or the key is missing.
@@ -189,8 +217,12 @@ pub async fn run<A: KubeApi>(
             })
         }
     };
-    let Some(host) = primary_address(ctx, cfg, &namespace, &cluster.name).await? else {
-        return Ok(RolesStatus::Waiting("no primary yet".into()));
+    let host = match primary(ctx, cfg, &namespace, &cluster.name).await? {
+        Primary::At(ip) => ip,
+        Primary::Unlabelled => {
+            return Ok(RolesStatus::Waiting("no pod is labelled master yet".into()))
+        }
+        Primary::NotReady => return Ok(RolesStatus::NoPrimary),
     };
     let super_secret = cluster.secret_name(&cfg.super_username);
     let Some(super_password) = secret_value(ctx, &namespace, &super_secret, "password").await?

@@ -161,15 +161,29 @@ async fn without_a_primary_nothing_connects_and_the_duty_waits() {
     let (ctx, db, _) = world();
     let pg = manifest();
     ctx.api.put_postgresql(&pg);
-    ctx.api.edit(
-        &ObjectKey {
-            kind: Kind::Pod,
-            namespace: "db".into(),
-            name: "acid-minimal-cluster-0".into(),
-        },
-        |p| p["metadata"]["labels"]["spilo-role"] = json!("replica"),
-    );
+    let pod = ObjectKey {
+        kind: Kind::Pod,
+        namespace: "db".into(),
+        name: "acid-minimal-cluster-0".into(),
+    };
+    ctx.api.edit(&pod, |p| {
+        p["metadata"]["labels"]["spilo-role"] = json!("replica")
+    });
+    // Ready but not labelled yet: look again soon.
+    ctx.api.edit(&pod, |p| {
+        p["status"]["conditions"] = json!([{"type": "Ready", "status": "True"}])
+    });
     let status = pass(&ctx, &pg).await;
-    assert_eq!(status, roles::RolesStatus::Waiting("no primary yet".into()));
+    assert_eq!(
+        status,
+        roles::RolesStatus::Waiting("no pod is labelled master yet".into())
+    );
+    assert_eq!(status.requeue(), Some(std::time::Duration::from_secs(15)));
+    // Not ready: the StatefulSet watch will say when; no requeue meanwhile.
+    ctx.api
+        .edit(&pod, |p| p["status"]["conditions"] = json!([]));
+    let status = pass(&ctx, &pg).await;
+    assert_eq!(status, roles::RolesStatus::NoPrimary);
+    assert_eq!(status.requeue(), None);
     assert!(db.executed().is_empty());
 }
