@@ -207,6 +207,44 @@ async fn set_max_connections(
     Ok(start_times(sys, password))
 }
 
+/// Every member restarted between `from` and `to` with no pod recreated and the primary unchanged; the
+/// primary before every replica when `primary_first`, after all of them otherwise.
+fn restarted_in_place(
+    sys: &System,
+    before: &BTreeMap<String, String>,
+    primary: &str,
+    from: &BTreeMap<String, f64>,
+    to: &BTreeMap<String, f64>,
+    primary_first: bool,
+) {
+    assert_eq!(
+        &uids(sys),
+        before,
+        "a pod was recreated: {}",
+        show(&pods(sys))
+    );
+    assert_eq!(current_master(sys), primary, "the primary changed");
+    for (pod, t) in to {
+        assert!(
+            *t > from[pod],
+            "{pod} was not restarted: {from:?} -> {to:?}"
+        );
+        if pod != primary {
+            if primary_first {
+                assert!(
+                    to[primary] < *t,
+                    "replica {pod} restarted before the primary {primary}: {to:?}"
+                );
+            } else {
+                assert!(
+                    *t < to[primary],
+                    "the primary {primary} restarted before replica {pod}: {to:?}"
+                );
+            }
+        }
+    }
+}
+
 /// A lowered `max_connections` goes through Patroni with no pod recreated and the primary restarted
 /// first (a standby refuses a value below its primary's); raised again, the replicas go first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -228,22 +266,7 @@ async fn lowered_max_connections_restarts_the_primary_first_raised_the_replicas_
     let t1 = set_max_connections(&sys, &password, base - 20).await?;
     let events_lowered = print_events(&sys);
     println!("start times before {t0:?}, after lowering {t1:?}");
-    assert_eq!(
-        uids(&sys),
-        before,
-        "a pod was recreated: {}",
-        show(&pods(&sys))
-    );
-    assert_eq!(current_master(&sys), primary, "the primary changed");
-    for (pod, t) in &t1 {
-        assert!(*t > t0[pod], "{pod} was not restarted: {t0:?} -> {t1:?}");
-        if *pod != primary {
-            assert!(
-                t1[&primary] < *t,
-                "replica {pod} restarted before the primary {primary}: {t1:?}"
-            );
-        }
-    }
+    restarted_in_place(&sys, &before, &primary, &t0, &t1, true);
     let lowered: Vec<&String> = events_lowered
         .iter()
         .filter(|e| e.starts_with("Restart "))
@@ -262,22 +285,7 @@ async fn lowered_max_connections_restarts_the_primary_first_raised_the_replicas_
         .into_iter()
         .filter(|e| e.starts_with("Restart ") && !events_lowered.contains(e))
         .collect();
-    assert_eq!(
-        uids(&sys),
-        before,
-        "a pod was recreated: {}",
-        show(&pods(&sys))
-    );
-    assert_eq!(current_master(&sys), primary, "the primary changed");
-    for (pod, t) in &t2 {
-        assert!(*t > t1[pod], "{pod} was not restarted: {t1:?} -> {t2:?}");
-        if *pod != primary {
-            assert!(
-                *t < t2[&primary],
-                "the primary {primary} restarted before replica {pod}: {t2:?}"
-            );
-        }
-    }
+    restarted_in_place(&sys, &before, &primary, &t1, &t2, false);
     assert_eq!(raised.len(), 3, "one restart per member: {raised:?}");
     assert!(
         raised.iter().all(|e| e.contains("replicas first")),
