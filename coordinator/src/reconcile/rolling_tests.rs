@@ -217,6 +217,15 @@ impl Harness {
         panic!("no end after 30 passes: {log:?}");
     }
 
+    /// What Patroni reports once it has applied a restart-only change: every member pending a restart.
+    fn all_pending_restart(&self) {
+        self.patroni.edit(|c| {
+            for m in &mut c.members {
+                m.pending_restart = Some(true);
+            }
+        });
+    }
+
     fn set_manifest(&self, pg: &Postgresql, edit: impl FnOnce(&mut Postgresql)) -> Postgresql {
         let mut next = self.ctx.api.postgresql(pg);
         edit(&mut next);
@@ -357,11 +366,7 @@ async fn a_restart_only_parameter_is_patched_and_restarted_without_replacing_pod
         Done::InProgress(_)
     ));
     // Patroni applies the change on its next loop and asks for restarts.
-    h.patroni.edit(|c| {
-        for m in &mut c.members {
-            m.pending_restart = Some(true);
-        }
-    });
+    h.all_pending_restart();
     let log = h.run(&pg).await;
     assert_eq!(
         log,
@@ -397,11 +402,7 @@ async fn a_decreased_max_connections_restarts_the_primary_first() {
             Some(BTreeMap::from([("max_connections".into(), "50".into())]))
     });
     h.pass(&pg).await;
-    h.patroni.edit(|c| {
-        for m in &mut c.members {
-            m.pending_restart = Some(true);
-        }
-    });
+    h.all_pending_restart();
     let log = h.run(&pg).await;
     assert_eq!(
         log,
