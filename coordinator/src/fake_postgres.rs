@@ -27,6 +27,11 @@ impl FakePostgres {
         self.0.lock().expect("fake postgres").current = current;
     }
 
+    /// The catalog as the statements so far left it.
+    pub fn current(&self) -> Current {
+        self.0.lock().expect("fake postgres").current.clone()
+    }
+
     pub fn set_down(&self, message: Option<&str>) {
         self.0.lock().expect("fake postgres").down = message.map(String::from);
     }

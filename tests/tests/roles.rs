@@ -2,12 +2,14 @@
 //! of its image, creates the manifest's users, databases and prepared databases in the running Postgres;
 //! every generated login works with its Secret's password; names that need quoting work; a sync with
 //! nothing to do issues no DDL (counted in the server's own log, `log_statement = ddl`); a password changed
-//! in the Secret reaches the role without a restart; two users whose Secrets would share a name are refused.
+//! in the Secret reaches the role without a restart; a rotating user gets a new rotation user and expired
+//! ones are dropped, without a restart; two users whose Secrets would share a name are refused.
 
 use std::time::Duration;
 
 use base64::Engine;
 use pgherd_tests::podman::psql_as;
+use pgherd_tests::rolling::patch_spec;
 use pgherd_tests::system::{name, pod_ip, psql, System};
 use pgherd_tests::{tools, wait};
 use serde_json::{json, Value};
@@ -232,6 +234,13 @@ async fn the_manifests_roles_and_databases_exist_and_log_in() -> anyhow::Result<
         name(&sys.wait_members("default", CLUSTER, 1, BOOT).await?.0)
     );
 
+    // Rotation (usersWithSecretRotation), its clock moved by the Secret's date and the rotation roles' names.
+    rotation(&sys, &ip, &password, new_pw, &started).await?;
+    assert_eq!(
+        name(&master),
+        name(&sys.wait_members("default", CLUSTER, 1, BOOT).await?.0)
+    );
+
     // Two users whose Secrets would share a name: refused, naming both.
     let mut clash: Value = serde_json::from_str(&manifest())?;
     clash["metadata"]["name"] = json!("acid-clash");
@@ -262,6 +271,98 @@ async fn the_manifests_roles_and_databases_exist_and_log_in() -> anyhow::Result<
         "{text}"
     );
     sys.shutdown().await;
+    Ok(())
+}
+
+fn secret_field(sys: &System, user: &str, field: &str) -> anyhow::Result<String> {
+    let secret = format!("{user}.{CLUSTER}.credentials.postgresql.acid.zalan.do");
+    let out = sys.kubectl_ok(
+        &[
+            "get",
+            "secret",
+            &secret,
+            "-o",
+            &format!("jsonpath={{.data.{field}}}"),
+        ],
+        None,
+    )?;
+    let raw = base64::engine::general_purpose::STANDARD.decode(out.trim())?;
+    Ok(String::from_utf8(raw)?)
+}
+
+/// `foo_user` rotates as a new user. The coordinator's clock cannot be moved from outside, so the test
+/// moves what it compares the clock with: the Secret's `nextRotation` (set into the past) and the dates in
+/// rotation roles' names (one from 2001, past any retention; one from yesterday, within it).
+async fn rotation(
+    sys: &System,
+    ip: &str,
+    password: &str,
+    old_pw: &str,
+    started: &str,
+) -> anyhow::Result<()> {
+    let q = |sql: &str| psql(ip, password, sql);
+    let yesterday = jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .date()
+        .yesterday()?
+        .strftime("%y%m%d")
+        .to_string();
+    let recent = format!("foo_user{yesterday}");
+    q(&format!(
+        "CREATE ROLE foo_user010101 LOGIN IN ROLE foo_user; CREATE ROLE {recent} LOGIN IN ROLE foo_user"
+    ))?;
+    patch_spec(sys, &json!({"usersWithSecretRotation": ["foo_user"]}))?;
+    let first = wait::until(SYNC, "foo_user's Secret gets a rotation date", || async {
+        Ok(secret_field(sys, "foo-user", "nextRotation")
+            .ok()
+            .filter(|s| !s.is_empty()))
+    })
+    .await?;
+    assert!(first.parse::<jiff::Timestamp>()? > jiff::Timestamp::now());
+    assert_eq!(secret_field(sys, "foo-user", "username")?, "foo_user");
+
+    let patch = json!({"stringData": {"nextRotation": "2001-01-01T00:00:00Z"}}).to_string();
+    let secret = format!("foo-user.{CLUSTER}.credentials.postgresql.acid.zalan.do");
+    sys.kubectl_ok(&["patch", "secret", &secret, "-p", &patch], None)?;
+    poke(sys, 4).await?;
+    let user = wait::until(SYNC, "foo_user rotated to a new user", || async {
+        Ok(secret_field(sys, "foo-user", "username")
+            .ok()
+            .filter(|u| u != "foo_user"))
+    })
+    .await?;
+    let suffix = user.strip_prefix("foo_user").unwrap_or_default();
+    assert!(
+        suffix.len() == 6 && suffix.bytes().all(|b| b.is_ascii_digit()) && user != recent,
+        "{user}"
+    );
+    let new_pw = secret_field(sys, "foo-user", "password")?;
+    // The application's new login works and has foo_user's rights; the old login still works.
+    assert_eq!(
+        psql_as(
+            ip,
+            &user,
+            &new_pw,
+            "postgres",
+            "SELECT pg_has_role('foo_user', 'USAGE')"
+        )?,
+        "t"
+    );
+    assert_eq!(
+        psql_as(ip, "foo_user", old_pw, "postgres", "SELECT 1")?,
+        "1"
+    );
+    assert!(
+        secret_field(sys, "foo-user", "nextRotation")?.parse::<jiff::Timestamp>()?
+            > jiff::Timestamp::now()
+    );
+    // Past the retention period: dropped; within it: kept.
+    wait::until(SYNC, "foo_user010101 dropped", || async {
+        Ok((!role_exists(ip, password, "foo_user010101")).then_some(()))
+    })
+    .await?;
+    assert!(role_exists(ip, password, &recent));
+    assert_eq!(q("SELECT pg_postmaster_start_time()")?, started);
     Ok(())
 }
 

@@ -3,7 +3,8 @@
 //!
 //! Passwords are drawn from a [`PasswordSource`] so the builder stays pure:
 //! the reconciler uses the OS CSPRNG, `render` a placeholder. The reconciler
-//! only ever creates these objects; an existing Secret is never overwritten.
+//! only ever creates these objects; an existing Secret is never overwritten
+//! (password rotation patches its data, see `reconcile::rotation`).
 
 use std::collections::BTreeMap;
 

@@ -5,6 +5,7 @@ pub mod apply;
 pub mod finalizer;
 pub mod roles;
 pub mod rolling;
+mod rotation;
 pub mod status;
 
 use std::collections::BTreeMap;
@@ -414,5 +415,7 @@ async fn delete<A: KubeApi>(
 mod roles_tests;
 #[cfg(test)]
 mod rolling_tests;
+#[cfg(test)]
+mod rotation_tests;
 #[cfg(test)]
 mod tests;

@@ -15,15 +15,16 @@ use base64::Engine;
 use pgherd_shared::crd::Postgresql;
 use serde_json::Value;
 
-use super::{event, namespace_of, Context, ReconcileError};
+use super::{event, namespace_of, rotation, Context, ReconcileError};
 use crate::builders::{Cluster, ExternalInputs};
 use crate::config::OperatorConfig;
 use crate::kube_api::{EventType, Kind, KubeApi, ObjectKey};
 use crate::roles::catalog::{PgError, Postgres};
 use crate::roles::desired::{desired, ExternalRoles};
 use crate::roles::diff::plan;
-use crate::roles::model::{Password, Role};
+use crate::roles::model::Role;
 use crate::roles::password::Encryption;
+use crate::roles::rotation::{add_rotation_roles, Policy};
 use crate::roles::server::Server;
 
 /// Opens a [`Postgres`] session; tests put an in-memory one here.
@@ -49,6 +50,9 @@ pub enum RolesStatus {
         applied: usize,
         warnings: Vec<String>,
     },
+    /// The duty does not run for this cluster, as upstream's sync skips it: a standby cluster (its roles
+    /// replicate from the source), no instances, or `enable_database_access` off.
+    Off(&'static str),
     /// No pod is ready yet; the StatefulSet watch brings the next pass.
     NoPrimary,
     /// Not reached yet (a primary not labelled yet, Postgres not answering): retried soon.
@@ -63,6 +67,7 @@ impl RolesStatus {
     pub fn requeue(&self) -> Option<Duration> {
         match self {
             RolesStatus::Synced { .. }
+            | RolesStatus::Off(_)
             | RolesStatus::NoPrimary
             | RolesStatus::Failed { retry: false, .. } => None,
             RolesStatus::Waiting(_) => Some(Duration::from_secs(15)),
@@ -195,6 +200,25 @@ async fn human_roles<A: KubeApi>(
     ))
 }
 
+/// Why the duty does not run (upstream `pkg/cluster/sync.go` `Sync`), or `None`.
+fn off(cfg: &OperatorConfig, cluster: &Cluster) -> Option<&'static str> {
+    let access = cfg
+        .raw
+        .debug
+        .as_ref()
+        .and_then(|d| d.enable_database_access)
+        .unwrap_or(true);
+    if !access {
+        Some("enable_database_access is off: roles and databases are not managed")
+    } else if cluster.pg.spec.is_standby() {
+        Some("a standby cluster: roles and databases replicate from the source cluster")
+    } else if cluster.number_of_instances() <= 0 {
+        Some("no instances: roles and databases are synced once the cluster runs")
+    } else {
+        None
+    }
+}
+
 pub async fn run<A: KubeApi>(
     pg: &Postgresql,
     ctx: &Context<A>,
@@ -203,6 +227,9 @@ pub async fn run<A: KubeApi>(
     let namespace = namespace_of(pg);
     let inputs = ExternalInputs::default();
     let cluster = Cluster::new(pg, cfg, &namespace, &inputs);
+    if let Some(reason) = off(cfg, &cluster) {
+        return Ok(RolesStatus::Off(reason));
+    }
     let (human, mut team_warnings) = human_roles(ctx, cfg, pg).await?;
     let external = ExternalRoles {
         infrastructure: Vec::new(),
@@ -231,14 +258,11 @@ pub async fn run<A: KubeApi>(
             "no password in Secret {super_secret}"
         )));
     };
-    let mut passwords = BTreeMap::new();
-    for role in wanted.desired.roles.values() {
-        if let Password::Secret { namespace, name } = &role.password {
-            if let Some(pw) = secret_value(ctx, namespace, name, "password").await? {
-                passwords.insert(role.name.clone(), pw);
-            }
-        }
-    }
+    let now = (ctx.clock)();
+    let policy = Policy::new(cfg, &pg.spec);
+    let mut wanted = wanted;
+    let creds = rotation::credentials(ctx, &policy, &wanted.desired, now).await?;
+    add_rotation_roles(&mut wanted.desired, &creds.usernames);
     let db: Arc<dyn Postgres> =
         Arc::from(
             ctx.postgres
@@ -269,13 +293,21 @@ pub async fn run<A: KubeApi>(
             })
         }
     };
-    let p = plan(&wanted.desired, &current, &passwords, encryption);
+    let mut p = plan(&wanted.desired, &current, &creds.passwords, encryption);
+    p.statements.extend(rotation::expired_drops(
+        &creds,
+        &policy,
+        &wanted.desired,
+        &current,
+        now,
+    ));
     let warnings: Vec<String> = wanted
         .warnings
         .iter()
         .map(ToString::to_string)
         .chain(p.warnings.iter().cloned())
         .chain(team_warnings.drain(..))
+        .chain(creds.warnings.iter().cloned())
         .collect();
     let mut failures = Vec::new();
     let mut done = Vec::new();
@@ -284,6 +316,15 @@ pub async fn run<A: KubeApi>(
             Ok(()) => done.push(s.summary.clone()),
             Err(e) => failures.push(format!("{}: {e}", s.summary)),
         }
+    }
+    // Only once the statements ran, so that a Secret never names credentials that do not log in; on a
+    // failure the next pass decides again.
+    if failures.is_empty() && !creds.writes.is_empty() {
+        failures.extend(rotation::write(ctx, &creds.writes).await);
+        let notes: Vec<String> = creds.writes.iter().map(|w| w.note()).collect();
+        tracing::info!(cluster = %cluster.name, secrets = ?notes, "password rotation");
+        let note = format!("Password rotation: {}", notes.join("; "));
+        event(ctx, pg, EventType::Normal, "PasswordRotation", note).await;
     }
     if !done.is_empty() {
         tracing::info!(cluster = %cluster.name, statements = ?done, "roles and databases");

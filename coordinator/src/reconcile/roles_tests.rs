@@ -10,19 +10,11 @@ use pgherd_shared::crd::Postgresql;
 use serde_json::json;
 
 use super::status::ROLES_SYNCED;
+use super::tests::Counter;
 use super::*;
-use crate::builders::PasswordSource;
 use crate::fake::FakeApi;
 use crate::fake_postgres::FakePostgres;
 use crate::teams::api::{TeamsApi, TeamsError};
-
-struct Counter(u32);
-impl PasswordSource for Counter {
-    fn password(&mut self) -> String {
-        self.0 += 1;
-        format!("pw{}", self.0)
-    }
-}
 
 #[derive(Default)]
 struct Teams {
@@ -186,4 +178,36 @@ async fn without_a_primary_nothing_connects_and_the_duty_waits() {
     assert_eq!(status, roles::RolesStatus::NoPrimary);
     assert_eq!(status.requeue(), None);
     assert!(db.executed().is_empty());
+}
+
+#[tokio::test]
+async fn standby_clusters_and_disabled_database_access_are_left_alone() {
+    let (ctx, db, _) = world();
+    let mut pg = manifest();
+    pg.spec.standby = Some(
+        serde_json::from_value(json!({"s3_wal_path": "s3://bucket/spilo/acid-source/wal/17"}))
+            .unwrap(),
+    );
+    ctx.api.put_postgresql(&pg);
+    let status = pass(&ctx, &pg).await;
+    assert!(
+        matches!(status, roles::RolesStatus::Off(r) if r.contains("standby")),
+        "{status:?}"
+    );
+    let condition = ctx.api.postgresql(&pg).status.unwrap();
+    let condition = condition.condition(ROLES_SYNCED).unwrap();
+    assert_eq!(
+        (condition.status.as_str(), condition.reason.as_str()),
+        ("True", "NotManaged")
+    );
+
+    let pg = manifest();
+    ctx.api.put_postgresql(&pg);
+    let mut cfg = (*ctx.config()).clone();
+    cfg.raw.debug = Some(Default::default());
+    cfg.raw.debug.as_mut().unwrap().enable_database_access = Some(false);
+    *ctx.config.write().unwrap() = Arc::new(cfg);
+    let status = pass(&ctx, &pg).await;
+    assert!(matches!(status, roles::RolesStatus::Off(_)), "{status:?}");
+    assert!(db.executed().is_empty(), "{:?}", db.executed());
 }

@@ -13,21 +13,13 @@ use pgherd_shared::crd::Postgresql;
 use pgherd_shared::patroni::Member;
 use serde_json::{json, Value};
 
+use super::tests::Counter;
 use super::*;
-use crate::builders::PasswordSource;
 use crate::fake::{FakeApi, Write};
 use crate::fake_patroni::{FakePatroni, PatroniCall};
 use crate::fake_postgres::FakePostgres;
 use crate::kube_api::Propagation;
 use crate::rolling::plan::FLAG_ANNOTATION;
-
-struct Counter(u32);
-impl PasswordSource for Counter {
-    fn password(&mut self) -> String {
-        self.0 += 1;
-        format!("pw{}", self.0)
-    }
-}
 
 const NAME: &str = "acid-minimal-cluster";
 const T0: i64 = 1_785_578_400; // 2026-08-01T10:00:00Z, a Saturday

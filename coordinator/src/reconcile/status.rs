@@ -100,6 +100,7 @@ pub fn roles_message(r: &super::roles::RolesStatus) -> String {
             "every role, database, schema and extension of the manifest exists".into()
         }
         RolesStatus::Synced { warnings, .. } => format!("in sync, except: {}", warnings.join("; ")),
+        RolesStatus::Off(reason) => (*reason).into(),
         RolesStatus::NoPrimary => "no pod is ready yet".into(),
         RolesStatus::Waiting(m) => m.clone(),
         RolesStatus::Failed { message, .. } => message.clone(),
@@ -198,6 +199,7 @@ pub fn next_status(
         use super::roles::RolesStatus;
         let (status, reason) = match r {
             RolesStatus::Synced { .. } => (true, "Synced"),
+            RolesStatus::Off(_) => (true, "NotManaged"),
             RolesStatus::Waiting(_) | RolesStatus::NoPrimary => (false, "Waiting"),
             RolesStatus::Failed { .. } => (false, "Failed"),
         };

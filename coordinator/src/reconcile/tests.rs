@@ -13,8 +13,8 @@ use crate::builders::PasswordSource;
 use crate::config::DeletionPolicy;
 use crate::fake::{FakeApi, Write};
 
-/// Deterministic passwords so tests can tell secrets apart.
-struct Counter(u32);
+/// Deterministic passwords so tests can tell secrets apart (`pw1`, `pw2`, …); shared by the reconcile tests.
+pub(super) struct Counter(pub(super) u32);
 impl PasswordSource for Counter {
     fn password(&mut self) -> String {
         self.0 += 1;

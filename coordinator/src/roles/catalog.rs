@@ -70,6 +70,7 @@ pub enum Effect {
         creator: String,
         schema: String,
     },
+    DroppedRole(String),
 }
 
 impl Effect {
@@ -178,6 +179,12 @@ impl Current {
             } => {
                 let db = self.databases.entry(database).or_default();
                 db.default_privileges.insert((creator, schema));
+            }
+            Effect::DroppedRole(name) => {
+                self.roles.remove(&name);
+                for r in self.roles.values_mut() {
+                    r.member_of.remove(&name);
+                }
             }
         }
     }

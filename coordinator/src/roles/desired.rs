@@ -139,7 +139,7 @@ pub enum DesiredError {
 pub struct DesiredErrors(pub Vec<DesiredError>);
 
 /// Postgres' `NAMEDATALEN - 1`.
-const MAX_IDENTIFIER_BYTES: usize = 63;
+pub(crate) const MAX_IDENTIFIER_BYTES: usize = 63;
 
 /// The credentials Secret name of `role`: upstream's `secret_name_template` with `_` → `-`
 /// (`pkg/cluster/util.go` `credentialSecretNameForCluster`), and additionally lower-cased, since

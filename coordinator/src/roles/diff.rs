@@ -49,7 +49,7 @@ pub fn plan(
             ok
         });
         let clear = match &role.password {
-            Password::Null => None,
+            Password::Null | Password::Kept => None,
             Password::Given(pw) => Some(pw.as_str()),
             Password::Secret { name: secret, .. } => match passwords.get(&name) {
                 Some(pw) => Some(pw.as_str()),

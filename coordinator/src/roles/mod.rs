@@ -10,5 +10,6 @@ pub mod diff;
 pub mod model;
 pub mod password;
 pub mod prepared;
+pub mod rotation;
 pub mod server;
 pub mod sql;

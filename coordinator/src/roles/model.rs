@@ -124,6 +124,9 @@ pub enum Password {
     Secret { namespace: String, name: String },
     /// Given inline (infrastructure roles from a ConfigMap or a legacy template Secret).
     Given(String),
+    /// Left as it is: the role's Secret names a rotation user now (see `rotation`), and applications that
+    /// have not re-read the Secret still log in with the password this role has.
+    Kept,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -113,6 +113,17 @@ pub fn alter_password(name: &str, hash: Option<&str>) -> Statement {
     )
 }
 
+/// Drops an expired rotation user (the only role pgherd ever drops). Fails while the role owns objects or
+/// holds privileges, as upstream's; the failure is reported and retried, nothing is reassigned.
+pub fn drop_role(name: &str) -> Statement {
+    Statement::new(
+        POSTGRES_DB,
+        format!("DROP ROLE IF EXISTS {}", ident(name)),
+        format!("drop expired rotation role {name}"),
+        Effect::DroppedRole(name.into()),
+    )
+}
+
 pub fn grant_membership(name: &str, roles: &BTreeSet<String>) -> Statement {
     let list: Vec<&str> = roles.iter().map(String::as_str).collect();
     Statement::new(
