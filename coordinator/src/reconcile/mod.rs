@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod finalizer;
+pub mod infrastructure;
 pub mod roles;
 pub mod rolling;
 mod rotation;

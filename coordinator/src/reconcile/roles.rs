@@ -231,8 +231,10 @@ pub async fn run<A: KubeApi>(
         return Ok(RolesStatus::Off(reason));
     }
     let (human, mut team_warnings) = human_roles(ctx, cfg, pg).await?;
+    let (infrastructure, infrastructure_warnings) =
+        super::infrastructure::infrastructure_roles(ctx, cfg).await;
     let external = ExternalRoles {
-        infrastructure: Vec::new(),
+        infrastructure,
         human,
     };
     let wanted = match desired(&cluster, &external) {
@@ -307,6 +309,7 @@ pub async fn run<A: KubeApi>(
         .map(ToString::to_string)
         .chain(p.warnings.iter().cloned())
         .chain(team_warnings.drain(..))
+        .chain(infrastructure_warnings)
         .chain(creds.warnings.iter().cloned())
         .collect();
     let mut failures = Vec::new();

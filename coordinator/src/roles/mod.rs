@@ -7,6 +7,7 @@
 pub mod catalog;
 pub mod desired;
 pub mod diff;
+pub mod infrastructure;
 pub mod model;
 pub mod password;
 pub mod prepared;
