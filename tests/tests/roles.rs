@@ -433,7 +433,8 @@ fn role_exists(ip: &str, password: &str, name: &str) -> bool {
 }
 
 /// Human users: the cluster team's members from the Teams API, and a member a `PostgresTeam` adds while
-/// the cluster runs; they log in through PAM only (no password), and a Teams API outage keeps them.
+/// the cluster runs; they log in through PAM only (no password), and a Teams API outage keeps them. And an
+/// infrastructure role from the configuration's Secret, which logs in with its password.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn human_users_come_from_the_teams_api_and_postgres_teams() -> anyhow::Result<()> {
     let sys = System::start("pgh-teams", None).await?;
@@ -450,11 +451,21 @@ async fn human_users_come_from_the_teams_api_and_postgres_teams() -> anyhow::Res
         &["apply", "--server-side", "-f", "-"],
         Some(&token.to_string()),
     )?;
+    // An infrastructure role (a monitoring user), in upstream's one-role-per-Secret format.
+    let monitor_pw = "m0n'it$$or";
+    let infra = json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "pgherd-infrastructure-roles", "namespace": "default"},
+        "stringData": {"user": "monitor", "password": monitor_pw, "inrole": "pg_monitor"}});
+    sys.kubectl_ok(
+        &["apply", "--server-side", "-f", "-"],
+        Some(&infra.to_string()),
+    )?;
     let url = format!("configTeamsApi.teams_api_url={}", api.url);
     sys.install_pgherd(&[
         "configTeamsApi.enable_teams_api=true",
         &url,
         "configTeamsApi.enable_postgres_team_crd=true",
+        "configKubernetes.infrastructure_roles_secrets[0].secretname=pgherd-infrastructure-roles",
     ])
     .await?;
     sys.kubectl_ok(&["apply", "--server-side", "-f", "-"], Some(&manifest()))?;
@@ -473,6 +484,17 @@ async fn human_users_come_from_the_teams_api_and_postgres_teams() -> anyhow::Res
     );
     // No password, so no password login (PAM is the way in for people).
     assert!(psql_as(&ip, "alice", "", "postgres", "SELECT 1").is_err());
+    // The infrastructure role logs in with its Secret's password and has its membership.
+    assert_eq!(
+        psql_as(
+            &ip,
+            "monitor",
+            monitor_pw,
+            "postgres",
+            "SELECT pg_has_role('pg_monitor', 'MEMBER')"
+        )?,
+        "t"
+    );
 
     // A PostgresTeam adds a team: its member appears without a restart.
     let started = psql(&ip, &password, "SELECT pg_postmaster_start_time()")?;
