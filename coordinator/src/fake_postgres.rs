@@ -17,6 +17,8 @@ struct State {
     executed: Vec<(String, String)>,
     /// `Some`: every call fails to connect with this message.
     down: Option<String>,
+    /// Statements whose SQL contains this are refused (a role the server will not create, say).
+    refuse: Option<String>,
 }
 
 #[derive(Clone, Default)]
@@ -34,6 +36,11 @@ impl FakePostgres {
 
     pub fn set_down(&self, message: Option<&str>) {
         self.0.lock().expect("fake postgres").down = message.map(String::from);
+    }
+
+    /// Refuses every statement whose SQL contains `fragment`, as the server refuses a statement.
+    pub fn refuse(&self, fragment: Option<&str>) {
+        self.0.lock().expect("fake postgres").refuse = fragment.map(String::from);
     }
 
     /// (database, sql) of every statement run so far.
@@ -68,6 +75,16 @@ impl Postgres for FakePostgres {
     async fn execute(&self, statement: &Statement) -> Result<(), PgError> {
         self.check()?;
         let mut state = self.0.lock().expect("fake postgres");
+        if let Some(f) = state
+            .refuse
+            .as_deref()
+            .filter(|f| statement.sql.contains(f))
+        {
+            return Err(PgError::Query {
+                what: statement.summary.clone(),
+                message: format!("refused by the test ({f})"),
+            });
+        }
         state.current.apply(&statement.effect);
         state
             .executed

@@ -19,7 +19,7 @@ use super::{event, namespace_of, rotation, Context, ReconcileError};
 use crate::builders::{Cluster, ExternalInputs};
 use crate::config::OperatorConfig;
 use crate::kube_api::{EventType, Kind, KubeApi, ObjectKey};
-use crate::roles::catalog::{PgError, Postgres};
+use crate::roles::catalog::{Effect, PgError, Postgres};
 use crate::roles::desired::{desired, ExternalRoles};
 use crate::roles::diff::plan;
 use crate::roles::model::Role;
@@ -313,20 +313,31 @@ pub async fn run<A: KubeApi>(
         .chain(creds.warnings.iter().cloned())
         .collect();
     let mut failures = Vec::new();
+    let mut failed_roles = BTreeSet::new();
     let mut done = Vec::new();
     for s in &p.statements {
         match db.execute(s).await {
             Ok(()) => done.push(s.summary.clone()),
-            Err(e) => failures.push(format!("{}: {e}", s.summary)),
+            Err(e) => {
+                failures.push(format!("{}: {e}", s.summary));
+                if let Effect::Role { name, .. } = &s.effect {
+                    failed_roles.insert(name.clone());
+                }
+            }
         }
     }
-    // Only once the statements ran, so that a Secret never names credentials that do not log in; on a
-    // failure the next pass decides again.
-    if failures.is_empty() && !creds.writes.is_empty() {
-        failures.extend(rotation::write(ctx, &creds.writes).await);
-        let notes: Vec<String> = creds.writes.iter().map(|w| w.note()).collect();
-        tracing::info!(cluster = %cluster.name, secrets = ?notes, "password rotation");
-        let note = format!("Password rotation: {}", notes.join("; "));
+    // Only once the statements for its user ran, so that a Secret never names credentials that do not log
+    // in; on a failure the next pass decides again.
+    let due: Vec<&rotation::SecretWrite> = creds
+        .writes
+        .iter()
+        .filter(|w| !failed_roles.contains(&w.role) && !failed_roles.contains(&w.state.username))
+        .collect();
+    let (written, write_failures) = rotation::write(ctx, &due).await;
+    failures.extend(write_failures);
+    if !written.is_empty() {
+        tracing::info!(cluster = %cluster.name, secrets = ?written, "password rotation");
+        let note = format!("Password rotation: {}", written.join("; "));
         event(ctx, pg, EventType::Normal, "PasswordRotation", note).await;
     }
     if !done.is_empty() {

@@ -166,13 +166,17 @@ pub fn expired_drops(
         .collect()
 }
 
-/// Writes the rotated Secrets; what failed is returned as messages.
-pub async fn write<A: KubeApi>(ctx: &Context<A>, writes: &[SecretWrite]) -> Vec<String> {
-    let mut failures = Vec::new();
+/// Writes the Secrets: what was written (for the event) and what failed.
+pub async fn write<A: KubeApi>(
+    ctx: &Context<A>,
+    writes: &[&SecretWrite],
+) -> (Vec<String>, Vec<String>) {
+    let (mut written, mut failures) = (Vec::new(), Vec::new());
     for w in writes {
-        if let Err(e) = ctx.api.merge_patch(&w.key, &w.patch()).await {
-            failures.push(format!("rotating the Secret of user {}: {e}", w.role));
+        match ctx.api.merge_patch(&w.key, &w.patch()).await {
+            Ok(()) => written.push(w.note()),
+            Err(e) => failures.push(format!("rotating the Secret of user {}: {e}", w.role)),
         }
     }
-    failures
+    (written, failures)
 }

@@ -201,3 +201,33 @@ async fn switching_rotation_off_returns_the_secret_to_the_user() {
     assert_eq!((user.as_str(), next), ("owner", None));
     assert!(w.logs_in("owner", &pw), "the user's own name logs in again");
 }
+
+#[tokio::test]
+async fn a_refused_rotation_role_keeps_its_secret_and_does_not_hold_up_others() {
+    let w = world();
+    let pg = manifest();
+    w.ctx.api.put_postgresql(&pg);
+    w.pass(&pg).await;
+    let (_, inplace_pw, _) = w.secret("inplace");
+    w.advance_days(31);
+    w.db.refuse(Some("CREATE ROLE \"app270105\""));
+    let status = w.pass(&pg).await;
+    assert!(
+        matches!(&status, roles::RolesStatus::Failed { message, .. } if message.contains("app270105")),
+        "{status:?}"
+    );
+    // app's Secret still names app, whose login works; inplace rotated anyway.
+    let (user, pw, _) = w.secret("app");
+    assert_eq!(user, "app");
+    assert!(w.logs_in("app", &pw));
+    let (_, new_pw, _) = w.secret("inplace");
+    assert_ne!(new_pw, inplace_pw);
+    assert!(w.logs_in("inplace", &new_pw));
+
+    // Once the server accepts it, the rotation goes through.
+    w.db.refuse(None);
+    w.pass(&pg).await;
+    let (user, pw, _) = w.secret("app");
+    assert_eq!(user, "app270105");
+    assert!(w.logs_in("app270105", &pw));
+}
