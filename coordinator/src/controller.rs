@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{watcher, WatchStreamExt};
@@ -19,6 +21,7 @@ use kube::{Api, Client};
 use pgherd_shared::crd::postgres_team::PostgresTeam;
 use pgherd_shared::crd::{OperatorConfiguration, Postgresql};
 
+use crate::builders::logical_backup::APPLICATION;
 use crate::builders::OsPasswords;
 use crate::config::{ConfigError, OperatorConfig};
 use crate::kube_api::client::KubeClientApi;
@@ -262,38 +265,61 @@ async fn control(client: Client, settings: Settings) -> anyhow::Result<()> {
     context.operator_namespace = settings.operator_namespace.clone();
     let ctx = Arc::new(context);
 
-    let (pgs, statefulsets): (Api<Postgresql>, Api<StatefulSet>) = match watched.as_str() {
-        "*" => (Api::all(client.clone()), Api::all(client.clone())),
-        "" => (
-            Api::namespaced(client.clone(), &settings.operator_namespace),
-            Api::namespaced(client.clone(), &settings.operator_namespace),
-        ),
-        ns => (
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-        ),
+    let namespace = match watched.as_str() {
+        "*" => None,
+        "" => Some(settings.operator_namespace.clone()),
+        ns => Some(ns.to_string()),
     };
-    let selector = cluster_labels
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",");
+    let (pgs, statefulsets, cronjobs): (Api<Postgresql>, Api<StatefulSet>, Api<CronJob>) =
+        match &namespace {
+            None => (
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+            ),
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+            ),
+        };
+    let selector_of = |labels: &BTreeMap<String, String>| {
+        labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let selector = selector_of(&cluster_labels);
+    // The logical backup CronJobs carry the cluster labels with `application` replaced.
+    let mut backup_labels = cluster_labels.clone();
+    backup_labels.insert("application".into(), APPLICATION.into());
+    let backup_selector = selector_of(&backup_labels);
     tracing::info!(namespace = %watched, "pgherd-coordinator watching postgresql resources");
 
     // The name label is read from the live configuration, so changing
     // `cluster_name_label` needs no restart.
     let mapper_ctx = ctx.clone();
+    let cluster_of = move |meta: &ObjectMeta| {
+        let ns = meta.namespace.clone()?;
+        let name_label = mapper_ctx.config().cluster_name_label.clone();
+        let name = meta.labels.as_ref()?.get(&name_label)?.clone();
+        Some(ObjectRef::<Postgresql>::new(&name).within(&ns))
+    };
+    let backup_cluster_of = cluster_of.clone();
     Controller::new(pgs, watcher::Config::default())
         .with_config(controller::Config::default().concurrency(CONCURRENCY))
         .watches(
             statefulsets,
             watcher::Config::default().labels(&selector),
-            move |sts: StatefulSet| {
-                let ns = sts.metadata.namespace.clone()?;
-                let name_label = mapper_ctx.config().cluster_name_label.clone();
-                let name = sts.metadata.labels.as_ref()?.get(&name_label)?.clone();
-                Some(ObjectRef::<Postgresql>::new(&name).within(&ns))
-            },
+            move |sts: StatefulSet| cluster_of(&sts.metadata),
+        )
+        // A finished backup changes the CronJob's `lastSuccessfulTime`, which the cluster's status
+        // reports; without this watch it would show only at the next resync (30 min by default).
+        .watches(
+            cronjobs,
+            watcher::Config::default().labels(&backup_selector),
+            move |cj: CronJob| backup_cluster_of(&cj.metadata),
         )
         .reconcile_all_on(futures::stream::select(
             config_updates(client.clone(), settings.config, ctx.clone()),

@@ -4,14 +4,15 @@
 //! The output is deterministic: passwords are placeholders (the real ones
 //! are generated at creation and never printed), and objects carry the same
 //! hash annotation the reconciler writes, so a reviewer sees exactly what
-//! will be applied.
+//! will be applied. The logical backup CronJob is shown; the Secret with the
+//! configuration's storage keys is not, since it would print them.
 
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::builders::{build_all, ExternalInputs, PlaceholderPasswords};
 use crate::config::OperatorConfig;
-use crate::reconcile::apply::desired_list;
+use crate::reconcile::apply::{desired_list, stamp};
 
 #[derive(Debug, thiserror::Error)]
 #[error("document {document}{}: {message}", name.as_ref().map(|n| format!(" ({n})")).unwrap_or_default())]
@@ -90,10 +91,16 @@ pub fn render(
             &mut PlaceholderPasswords,
         )
         .map_err(|e| err(e.to_string()))?;
-        for d in desired_list(&objects) {
+        let inputs = ExternalInputs::default();
+        let c = crate::builders::Cluster::new(&pg, cfg, default_namespace, &inputs);
+        let cronjob = crate::builders::logical_backup::logical_backup(&c)
+            .map_err(|e| err(e.to_string()))?
+            .map(|b| stamp(serde_json::to_value(b.cronjob).expect("k8s objects serialise")));
+        let objects = desired_list(&objects).into_iter().map(|d| d.object);
+        for object in objects.chain(cronjob) {
             out.push_str("---\n");
             out.push_str(
-                &serde_yaml_ng::to_string(&readable(d.object)).map_err(|e| err(e.to_string()))?,
+                &serde_yaml_ng::to_string(&readable(object)).map_err(|e| err(e.to_string()))?,
             );
         }
     }
@@ -105,4 +112,29 @@ pub fn render(
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_logical_backup_cronjob_is_shown_and_its_keys_are_not() {
+        let manifest = "apiVersion: acid.zalan.do/v1\nkind: postgresql\nmetadata: {name: acid-x}\n\
+            spec: {teamId: acid, volume: {size: 1Gi}, numberOfInstances: 1, postgresql: {version: '17'}, \
+            enableLogicalBackup: true}\n";
+        let mut cfg = OperatorConfig::default();
+        cfg.raw.logical_backup = Some(Default::default());
+        let lb = cfg.raw.logical_backup.as_mut().unwrap();
+        lb.logical_backup_s3_secret_access_key = Some("not-for-review-logs".into());
+        let out = render(manifest, &cfg, "db").unwrap();
+        let last = out.rsplit("---\n").next().unwrap();
+        let cronjob: Value = serde_yaml_ng::from_str(last).unwrap();
+        assert_eq!(cronjob["kind"], "CronJob");
+        assert_eq!(cronjob["metadata"]["name"], "logical-backup-acid-x");
+        assert!(crate::reconcile::apply::hash_of(&cronjob).is_some());
+        assert!(!out.contains("not-for-review-logs"));
+        let off = manifest.replace("enableLogicalBackup: true", "enableLogicalBackup: false");
+        assert!(!render(&off, &cfg, "db").unwrap().contains("CronJob"));
+    }
 }

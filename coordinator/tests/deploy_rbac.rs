@@ -108,6 +108,16 @@ fn needed() -> Grants {
     need(&mut n, Kind::StatefulSet, &["list", "watch"]);
     need(&mut n, Kind::ConfigMap, &["get", "list", "watch"]);
     // pod_environment_secret is read with get (covered above).
+    // Logical backups (reconcile/logical_backup.rs): the cluster's CronJobs and
+    // Secrets are listed by label, the CronJob applied server-side, the Secret
+    // deleted and created again when its keys change; the controller watches
+    // the CronJobs.
+    need(
+        &mut n,
+        Kind::CronJob,
+        &["list", "watch", "create", "patch", "delete"],
+    );
+    need(&mut n, Kind::Secret, &["list", "create", "delete"]);
     let acid = |r: &str, verbs: &[&str]| {
         (
             ("acid.zalan.do".to_string(), r.to_string()),
@@ -147,6 +157,20 @@ fn coordinator_role_grants_exactly_what_the_code_uses() {
     // tried.
     let secrets = &granted[&(String::new(), "secrets".to_string())];
     assert!(!secrets.contains("update"));
+}
+
+/// The logical backup job runs as the pods' ServiceAccount: it lists the
+/// cluster's pods to pick a replica and posts an Event on the postgresql.
+#[test]
+fn pod_role_lets_the_logical_backup_job_pick_a_pod_and_report() {
+    let granted = grants(&cluster_role("postgres-pod"));
+    let has = |resource: &str, verb: &str| {
+        granted
+            .get(&(String::new(), resource.to_string()))
+            .is_some_and(|v| v.contains(verb))
+    };
+    assert!(has("pods", "list"));
+    assert!(has("events", "create"));
 }
 
 #[test]

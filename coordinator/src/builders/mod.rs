@@ -4,6 +4,7 @@
 //! objects.
 
 pub mod env;
+pub mod logical_backup;
 pub mod pdb;
 pub mod quantity;
 pub mod rbac;
@@ -183,6 +184,16 @@ impl<'a> Cluster<'a> {
             .as_ref()
             .and_then(|a| a.get(key))
             .map(String::as_str)
+    }
+
+    /// The database image: `spec.dockerImage`, else `docker_image`.
+    pub fn docker_image(&self) -> String {
+        self.pg
+            .spec
+            .docker_image
+            .clone()
+            .filter(|i| !i.is_empty())
+            .unwrap_or_else(|| self.cfg.docker_image.clone())
     }
 
     /// Patroni uses Kubernetes as DCS unless an etcd host is configured.

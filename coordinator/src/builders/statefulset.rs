@@ -11,8 +11,8 @@ use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, Container, ContainerPort, EnvVar, HTTPGetAction, NodeAffinity,
     NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, SecurityContext, Toleration, VolumeResourceRequirements,
-    WeightedPodAffinityTerm,
+    PodTemplateSpec, Probe, SecurityContext, Toleration, TopologySpreadConstraint,
+    VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -109,12 +109,7 @@ fn postgres_container(c: &Cluster) -> Result<Container, BuildError> {
     });
     Ok(Container {
         name: POSTGRES_CONTAINER.into(),
-        image: Some(
-            spec.docker_image
-                .clone()
-                .filter(|i| !i.is_empty())
-                .unwrap_or_else(|| cfg.docker_image.clone()),
-        ),
+        image: Some(c.docker_image()),
         command: Some(AGENT_COMMAND.iter().map(|s| s.to_string()).collect()),
         image_pull_policy: Some("IfNotPresent".into()),
         resources: Some(resources),
@@ -211,7 +206,8 @@ fn sidecars(c: &Cluster) -> Result<Vec<Container>, BuildError> {
     Ok(out)
 }
 
-fn tolerations(c: &Cluster) -> Vec<Toleration> {
+/// The manifest's tolerations, else the configured one (also the logical backup pod's).
+pub(super) fn tolerations(c: &Cluster) -> Vec<Toleration> {
     if let Some(t) = c.pg.spec.tolerations.as_ref().filter(|t| !t.is_empty()) {
         return t.clone();
     }
@@ -232,9 +228,10 @@ fn tolerations(c: &Cluster) -> Vec<Toleration> {
     Vec::new()
 }
 
-fn node_affinity(c: &Cluster) -> Option<NodeAffinity> {
+/// `spec` merged with the configured node readiness label (OR/AND); the
+/// logical backup pod passes no `spec`, as upstream.
+pub(super) fn node_affinity(c: &Cluster, spec: Option<NodeAffinity>) -> Option<NodeAffinity> {
     let readiness = &c.cfg.node_readiness_label;
-    let spec = c.pg.spec.node_affinity.clone();
     if readiness.is_empty() {
         return spec;
     }
@@ -273,7 +270,7 @@ fn node_affinity(c: &Cluster) -> Option<NodeAffinity> {
 }
 
 fn affinity(c: &Cluster, labels: &BTreeMap<String, String>) -> Option<Affinity> {
-    let node = node_affinity(c);
+    let node = node_affinity(c, c.pg.spec.node_affinity.clone());
     if !c.cfg.enable_pod_antiaffinity {
         return node.map(|n| Affinity {
             node_affinity: Some(n),
@@ -311,7 +308,9 @@ fn affinity(c: &Cluster, labels: &BTreeMap<String, String>) -> Option<Affinity> 
     })
 }
 
-fn pod_annotations(c: &Cluster) -> Option<BTreeMap<String, String>> {
+/// Configured and manifest pod annotations, inherited ones and the IAM role
+/// (also the logical backup pod's, as upstream).
+pub(super) fn pod_annotations(c: &Cluster) -> Option<BTreeMap<String, String>> {
     let mut a = c.cfg.custom_pod_annotations.clone();
     a.extend(c.pg.spec.pod_annotations.clone().unwrap_or_default());
     let mut a = c.annotations(a).unwrap_or_default();
@@ -340,6 +339,37 @@ fn statefulset_annotations(c: &Cluster) -> Result<Option<BTreeMap<String, String
         }
     }
     Ok((!a.is_empty()).then_some(a))
+}
+
+/// The manifest's topology spread constraints, selecting `labels` where they select nothing. Upstream
+/// documents that selector but never sets it: its loop in `pkg/cluster/k8sres.go` mutates a copy.
+pub(super) fn topology_spread_constraints(
+    c: &Cluster,
+    labels: &BTreeMap<String, String>,
+) -> Option<Vec<TopologySpreadConstraint>> {
+    c.pg.spec.topology_spread_constraints.clone().map(|tscs| {
+        tscs.into_iter()
+            .map(|mut t| {
+                t.label_selector.get_or_insert_with(|| LabelSelector {
+                    match_labels: Some(labels.clone()),
+                    match_expressions: None,
+                });
+                t
+            })
+            .collect()
+    })
+}
+
+/// User, group and fs group: the manifest's, else the configured ones (also the logical backup pod's, as
+/// upstream).
+pub(super) fn pod_security_context(c: &Cluster) -> PodSecurityContext {
+    let (spec, cfg) = (&c.pg.spec, c.cfg);
+    PodSecurityContext {
+        run_as_user: spec.spilo_run_as_user.or(cfg.spilo_runasuser),
+        run_as_group: spec.spilo_run_as_group.or(cfg.spilo_runasgroup),
+        fs_group: spec.spilo_fs_group.or(cfg.spilo_fsgroup),
+        ..Default::default()
+    }
 }
 
 fn volume_claim_template(c: &Cluster) -> Result<PersistentVolumeClaim, BuildError> {
@@ -396,19 +426,13 @@ pub fn statefulset(c: &Cluster) -> Result<StatefulSet, BuildError> {
     let mut containers = vec![postgres_container(c)?];
     containers.extend(sidecars(c)?);
 
-    let pick = |s: Option<i64>, g: Option<i64>| s.or(g);
     let mut pod = PodSpec {
         service_account_name: Some(cfg.pod_service_account_name.clone()),
         termination_grace_period_seconds: Some(cfg.pod_terminate_grace_period.as_secs() as i64),
         containers,
         init_containers,
         tolerations: Some(tolerations(c)),
-        security_context: Some(PodSecurityContext {
-            run_as_user: pick(spec.spilo_run_as_user, cfg.spilo_runasuser),
-            run_as_group: pick(spec.spilo_run_as_group, cfg.spilo_runasgroup),
-            fs_group: pick(spec.spilo_fs_group, cfg.spilo_fsgroup),
-            ..Default::default()
-        }),
+        security_context: Some(pod_security_context(c)),
         scheduler_name: spec.scheduler_name.clone(),
         priority_class_name: spec
             .pod_priority_class_name
@@ -416,19 +440,7 @@ pub fn statefulset(c: &Cluster) -> Result<StatefulSet, BuildError> {
             .filter(|p| !p.is_empty())
             .or_else(|| Some(cfg.pod_priority_class_name.clone()).filter(|p| !p.is_empty())),
         affinity: affinity(c, &labels),
-        // Upstream documents a label selector here but never sets it: its loop in
-        // `pkg/cluster/k8sres.go` mutates a copy.
-        topology_spread_constraints: spec.topology_spread_constraints.clone().map(|tscs| {
-            tscs.into_iter()
-                .map(|mut t| {
-                    t.label_selector.get_or_insert_with(|| LabelSelector {
-                        match_labels: Some(labels.clone()),
-                        match_expressions: None,
-                    });
-                    t
-                })
-                .collect()
-        }),
+        topology_spread_constraints: topology_spread_constraints(c, &labels),
         ..Default::default()
     };
 

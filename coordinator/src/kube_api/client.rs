@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Endpoints, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount,
 };
@@ -58,6 +59,7 @@ impl KubeClientApi {
             Kind::ConfigMap => ApiResource::erase::<ConfigMap>(&()),
             Kind::PersistentVolumeClaim => ApiResource::erase::<PersistentVolumeClaim>(&()),
             Kind::Pod => ApiResource::erase::<Pod>(&()),
+            Kind::CronJob => ApiResource::erase::<CronJob>(&()),
         }
     }
 

@@ -23,6 +23,8 @@ pub enum Kind {
     ConfigMap,
     PersistentVolumeClaim,
     Pod,
+    /// The logical backup CronJob (`batch/v1`).
+    CronJob,
 }
 
 impl Kind {
@@ -38,6 +40,7 @@ impl Kind {
             Kind::ConfigMap => "ConfigMap",
             Kind::PersistentVolumeClaim => "PersistentVolumeClaim",
             Kind::Pod => "Pod",
+            Kind::CronJob => "CronJob",
         }
     }
 
@@ -45,7 +48,7 @@ impl Kind {
         Kind::ALL.into_iter().find(|k| k.name() == name)
     }
 
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::ServiceAccount,
         Kind::RoleBinding,
         Kind::Endpoints,
@@ -56,6 +59,7 @@ impl Kind {
         Kind::ConfigMap,
         Kind::PersistentVolumeClaim,
         Kind::Pod,
+        Kind::CronJob,
     ];
 }
 

@@ -4,6 +4,7 @@
 pub mod apply;
 pub mod finalizer;
 pub mod infrastructure;
+pub mod logical_backup;
 pub mod roles;
 pub mod rolling;
 mod rotation;
@@ -228,6 +229,7 @@ pub async fn reconcile<A: KubeApi>(
             ready_instances: 0,
             rolling: None,
             roles: None,
+            last_logical_backup: None,
         };
         if condition_message(pg.status.as_ref(), status::RECONCILE_ERROR).as_deref()
             != Some(reason.as_str())
@@ -240,7 +242,16 @@ pub async fn reconcile<A: KubeApi>(
 
     let mut sts_existed = false;
     let mut ready = 0;
-    let result = sync(pg, ctx, &cfg, &mut sts_existed, &mut ready).await;
+    let mut last_logical_backup = None;
+    let result = sync(
+        pg,
+        ctx,
+        &cfg,
+        &mut sts_existed,
+        &mut ready,
+        &mut last_logical_backup,
+    )
+    .await;
     let rolling = result.as_ref().ok().map(|r| r.0.status.clone());
     let roles = result.as_ref().ok().map(|r| r.1.clone());
     let desired_instances =
@@ -265,6 +276,7 @@ pub async fn reconcile<A: KubeApi>(
             ready_instances: ready,
             rolling,
             roles,
+            last_logical_backup,
         },
     )
     .await?;
@@ -286,6 +298,7 @@ async fn sync<A: KubeApi>(
     cfg: &OperatorConfig,
     sts_existed: &mut bool,
     ready: &mut i32,
+    last_logical_backup: &mut Option<Timestamp>,
 ) -> Result<(RollingOutcome, roles::RolesStatus), ReconcileError> {
     let namespace = namespace_of(pg);
     let inputs = external_inputs(ctx, cfg, &namespace).await?;
@@ -325,6 +338,7 @@ async fn sync<A: KubeApi>(
             event(ctx, pg, EventType::Normal, key.kind.name(), step.note()).await;
         }
     }
+    *last_logical_backup = logical_backup::sync(pg, ctx, cfg).await?;
     let statefulset = desired
         .iter()
         .find(|d| d.key.kind == Kind::StatefulSet)
@@ -374,6 +388,7 @@ async fn delete<A: KubeApi>(
                 ready_instances: 0,
                 rolling: None,
                 roles: None,
+                last_logical_backup: None,
             },
         )
         .await?;
@@ -383,7 +398,8 @@ async fn delete<A: KubeApi>(
     let namespace = namespace_of(pg);
     let name = pg.metadata.name.clone().unwrap_or_default();
     let selector = cfg.selector_labels(&name);
-    let mut deleted = 0usize;
+    // The CronJob's labels are not the cluster's (`application: spilo-logical-backup`, as upstream).
+    let mut deleted = logical_backup::remove(pg, ctx, cfg).await?;
     for kind in finalizer::kinds_to_delete(policy) {
         for obj in ctx.api.list(kind, &namespace, &selector).await? {
             if let Some(key) = ObjectKey::of(&obj) {

@@ -52,6 +52,11 @@ pub struct Observed {
     pub rolling: Option<Rolling>,
     /// `None` when Postgres was not looked at: no `RolesSynced` condition then.
     pub roles: Option<super::roles::RolesStatus>,
+    /// The logical backup CronJob's `status.lastSuccessfulTime`; `None` when
+    /// there is none or it was not looked at. The status keeps the latest
+    /// time it ever saw, so a CronJob recreated (or logical backups switched
+    /// off) does not erase when the last backup was made.
+    pub last_logical_backup: Option<Timestamp>,
 }
 
 /// What one condition should say.
@@ -221,10 +226,14 @@ pub fn next_status(
         };
         set(&mut conditions, old, w, generation, now);
     }
+    let seen = old
+        .and_then(|o| o.last_logical_backup.as_ref())
+        .map(|t| t.0);
     PostgresqlStatus {
         cluster_status: phase,
         observed_generation: generation,
         conditions,
+        last_logical_backup: seen.max(obs.last_logical_backup).map(Time),
     }
 }
 
@@ -240,6 +249,7 @@ mod tests {
             ready_instances: ready,
             rolling: Some(Rolling::UpToDate),
             roles: None,
+            last_logical_backup: None,
         }
     }
 
@@ -252,6 +262,32 @@ mod tests {
         assert_eq!(s0, s1, "a resync must not rewrite the status");
         assert_eq!(s0.cluster_status, "Running");
         assert_eq!(s0.condition(READY).unwrap().status, "True");
+    }
+
+    #[test]
+    fn last_logical_backup_only_moves_forward() {
+        let t0 = Timestamp::from_second(1_700_000_000).unwrap();
+        let backup = |s: i64| Observed {
+            last_logical_backup: Some(Timestamp::from_second(s).unwrap()),
+            ..obs(Outcome::Synced, 2)
+        };
+        let none = next_status(None, Some(1), &obs(Outcome::Synced, 2), t0);
+        assert_eq!(none.last_logical_backup, None);
+        let first = next_status(Some(&none), Some(1), &backup(1_700_000_100), t0);
+        assert_eq!(
+            first.last_logical_backup,
+            Some(Time(Timestamp::from_second(1_700_000_100).unwrap()))
+        );
+        let later = next_status(Some(&first), Some(1), &backup(1_700_086_500), t0);
+        assert_eq!(
+            later.last_logical_backup,
+            Some(Time(Timestamp::from_second(1_700_086_500).unwrap()))
+        );
+        // A recreated CronJob, or none at all, does not erase it.
+        assert_eq!(
+            next_status(Some(&later), Some(1), &obs(Outcome::Synced, 2), t0).last_logical_backup,
+            later.last_logical_backup
+        );
     }
 
     #[test]

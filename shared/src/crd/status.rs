@@ -5,7 +5,7 @@
 //! `observedGeneration` next to it so automation can tell a stale status from a
 //! current one.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -29,6 +29,11 @@ pub struct PostgresqlStatus {
     pub observed_generation: Option<i64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// When the last logical backup succeeded: the logical backup CronJob's
+    /// `status.lastSuccessfulTime` (upstream surfaces no backup state on the
+    /// cluster at all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_logical_backup: Option<Time>,
 }
 
 #[derive(Deserialize)]
@@ -40,6 +45,8 @@ struct StatusObject {
     observed_generation: Option<i64>,
     #[serde(default)]
     conditions: Option<Vec<Condition>>,
+    #[serde(default)]
+    last_logical_backup: Option<Time>,
 }
 
 #[derive(Deserialize)]
@@ -61,6 +68,7 @@ impl<'de> Deserialize<'de> for PostgresqlStatus {
                 cluster_status: o.cluster_status,
                 observed_generation: o.observed_generation,
                 conditions: o.conditions.unwrap_or_default(),
+                last_logical_backup: o.last_logical_backup,
             },
         })
     }
@@ -86,5 +94,18 @@ mod tests {
         .unwrap();
         assert_eq!(s.cluster_status, "SyncFailed");
         assert_eq!(s.observed_generation, Some(3));
+        assert_eq!(s.last_logical_backup, None);
+    }
+
+    #[test]
+    fn last_logical_backup_round_trips() {
+        let s: PostgresqlStatus = serde_json::from_str(
+            r#"{"PostgresClusterStatus":"Running","lastLogicalBackup":"2026-12-05T00:30:12Z"}"#,
+        )
+        .unwrap();
+        let t = s.last_logical_backup.clone().expect("parsed");
+        assert_eq!(t.0.to_string(), "2026-12-05T00:30:12Z");
+        let back = serde_json::to_value(&s).unwrap();
+        assert_eq!(back["lastLogicalBackup"], "2026-12-05T00:30:12Z");
     }
 }

@@ -193,6 +193,16 @@ fn validate_spec(s: &PostgresSpec, c: &mut Collector) {
             );
         }
     }
+    if let Some(r) = s.logical_backup_retention.as_deref() {
+        if !is_retention_time(r) {
+            c.push(
+                "spec.logicalBackupRetention",
+                format!(
+                    "{r:?} is not a retention time such as \"7 days\", \"2 weeks\" or \"3 months\""
+                ),
+            );
+        }
+    }
     for (i, r) in s.allowed_source_ranges.iter().flatten().enumerate() {
         if !is_cidr(r) {
             c.push(
@@ -450,6 +460,46 @@ pub fn is_cron(s: &str) -> bool {
         })
 }
 
+/// A logical backup retention time (`logicalBackupRetention`,
+/// `logical_backup_s3_retention_time`): `<number> <unit>` terms such as
+/// "7 days", "2 weeks", "1 month" or "1 year 6 months", with units from
+/// seconds to years, an optional trailing "ago", and "7days" read as "7 days".
+/// Upstream's dump script hands the value to `date -d "<value> ago"`
+/// unchecked, so a typo silently disables retention or fails every run. This
+/// accepts exactly what the job program (`agent/src/logical_backup/retention.rs`)
+/// accepts. Empty means no retention by age.
+pub fn is_retention_time(s: &str) -> bool {
+    let s = s.trim();
+    let s = s.strip_suffix("ago").unwrap_or(s).trim();
+    let mut tokens = Vec::new();
+    for word in s.split_whitespace() {
+        let split = word
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(word.len());
+        let (number, unit) = word.split_at(split);
+        tokens.extend([number, unit].into_iter().filter(|t| !t.is_empty()));
+    }
+    tokens.chunks(2).all(|term| match term {
+        [number, unit] => {
+            number.parse::<u32>().is_ok()
+                && matches!(
+                    unit.to_ascii_lowercase().trim_end_matches('s'),
+                    "sec"
+                        | "second"
+                        | "min"
+                        | "minute"
+                        | "hour"
+                        | "day"
+                        | "week"
+                        | "fortnight"
+                        | "month"
+                        | "year"
+                )
+        }
+        _ => false,
+    })
+}
+
 pub fn is_cidr(s: &str) -> bool {
     let Some((addr, bits)) = s.split_once('/') else {
         return false;
@@ -623,6 +673,46 @@ mod tests {
         assert!(is_valid_secret_part(&secret_part("Data.Team")));
         assert!(!is_valid_secret_part(&secret_part("a b")));
         assert!(!is_valid_secret_part(&secret_part("_foo")));
+    }
+
+    #[test]
+    fn retention_times() {
+        for ok in [
+            "",
+            "3 days",
+            "1 week",
+            "2 Weeks",
+            "1 month",
+            "12hours",
+            "1 year 6 months",
+            "90 mins",
+            "7 days ago",
+        ] {
+            assert!(is_retention_time(ok), "{ok:?}");
+        }
+        for bad in [
+            "3",
+            "days",
+            "3 dayz",
+            "-1 day",
+            "1.5 days",
+            "1 week,",
+            "7days3hours",
+            "a week",
+        ] {
+            assert!(!is_retention_time(bad), "{bad:?}");
+        }
+        let spec = |retention: &str| -> PostgresSpec {
+            serde_json::from_value(serde_json::json!({
+                "teamId": "acid", "volume": {"size": "1Gi"}, "numberOfInstances": 1,
+                "postgresql": {"version": "17"}, "logicalBackupRetention": retention,
+            }))
+            .unwrap()
+        };
+        assert_eq!(spec("2 weeks").validate(), Ok(()));
+        let err = spec("2 weeks,").validate().unwrap_err();
+        assert_eq!(err.fields(), ["spec.logicalBackupRetention"]);
+        assert!(err.to_string().contains("\"2 weeks,\""), "{err}");
     }
 
     #[test]

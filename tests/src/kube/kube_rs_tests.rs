@@ -462,6 +462,7 @@ async fn pgherd_coordinator_kube_client_api() {
         cluster_status: "Running".into(),
         observed_generation: Some(1),
         conditions: vec![],
+        last_logical_backup: None,
     };
     api.patch_status(&pg, &status).await.unwrap();
     let raw = pg_api(&client).get("acid-minimal-cluster").await.unwrap();
