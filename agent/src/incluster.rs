@@ -1,9 +1,9 @@
-//! A minimal in-cluster Kubernetes API client: JSON merge patches with the pod's service account.
+//! A minimal in-cluster Kubernetes API client: JSON requests with the pod's service account.
 //!
-//! pgherd-agent needs only a couple of requests (the `callback-role` labels and master Endpoints), so
-//! this is reqwest with the service account's CA, not a Kubernetes client library. Everything that
-//! decides something (URL, retry policy, error text) is a pure function; [`InCluster::merge_patch`] is
-//! the thin shell around the HTTP call.
+//! pgherd-agent needs only a few requests (the `callback-role` labels and master Endpoints, the logical
+//! backup job's pod list and Event), so this is reqwest with the service account's CA, not a Kubernetes
+//! client library. Everything that decides something (URL, retry policy, error text) is a pure function;
+//! [`InCluster::request`] is the thin shell around the HTTP call.
 //!
 //! The token is read again for every request (bound service account tokens are rotated by the
 //! kubelet), sent as a sensitive header, and never formatted into a log line or an error.
@@ -42,14 +42,16 @@ pub enum Error {
     Client(reqwest::Error),
     #[error("{name:?} is not a valid Kubernetes object name or namespace")]
     Name { name: String },
-    #[error("PATCH {url}: HTTP {status}: {message}{}", hint_suffix(*status))]
+    #[error("{method} {url}: HTTP {status}: {message}{}", hint_suffix(*status))]
     Rejected {
+        method: &'static str,
         url: String,
         status: u16,
         message: String,
     },
-    #[error("PATCH {url}: gave up after {attempts} attempts; last: {last}")]
+    #[error("{method} {url}: gave up after {attempts} attempts; last: {last}")]
     GaveUp {
+        method: &'static str,
         url: String,
         attempts: u32,
         last: String,
@@ -86,7 +88,7 @@ pub fn backoff(n: u32) -> Duration {
 pub fn hint(status: u16) -> Option<&'static str> {
     match status {
         401 => Some("the service account token was rejected (expired, or from another cluster)"),
-        403 => Some("the pod's service account may not patch this object: check its Role (deploy/rbac.yaml)"),
+        403 => Some("the pod's service account may not do this: check its Role (deploy/rbac.yaml)"),
         404 => Some("the object does not exist"),
         _ => None,
     }
@@ -213,14 +215,53 @@ impl InCluster {
 
     /// `PATCH` with `application/merge-patch+json`, retried as [`next`] and [`backoff`] say.
     pub async fn merge_patch(&self, path: &str, body: &Value) -> Result<(), Error> {
+        self.request(
+            reqwest::Method::PATCH,
+            path,
+            Some(("application/merge-patch+json", body)),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// `GET` of a JSON document (a list with a label selector in `path`'s query).
+    pub async fn get(&self, path: &str) -> Result<Value, Error> {
+        self.request(reqwest::Method::GET, path, None).await
+    }
+
+    /// `POST` of a new object (an Event).
+    pub async fn post(&self, path: &str, body: &Value) -> Result<Value, Error> {
+        self.request(
+            reqwest::Method::POST,
+            path,
+            Some(("application/json", body)),
+        )
+        .await
+    }
+
+    /// One request retried as [`next`] and [`backoff`] say; the answer's JSON (`Null` when it is not JSON).
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<(&str, &Value)>,
+    ) -> Result<Value, Error> {
         let client = self.client()?;
         let url = format!("{}{path}", self.base_url);
-        let body = body.to_string();
+        let name: &'static str = match method {
+            reqwest::Method::GET => "GET",
+            reqwest::Method::POST => "POST",
+            reqwest::Method::PATCH => "PATCH",
+            _ => "request",
+        };
+        let body = body.map(|(ct, b)| (ct, b.to_string()));
         let mut last = String::new();
         for attempt in 1..=ATTEMPTS {
             if attempt > 1 {
                 let pause = backoff(attempt - 1);
-                tracing::warn!("PATCH {url}: {last}; retrying in {pause:?} ({attempt}/{ATTEMPTS})");
+                tracing::warn!(
+                    "{name} {url}: {last}; retrying in {pause:?} ({attempt}/{ATTEMPTS})"
+                );
                 tokio::time::sleep(pause).await;
             }
             let auth = match Self::token(&self.service_account) {
@@ -230,18 +271,16 @@ impl InCluster {
                     continue;
                 }
             };
-            let sent = client
-                .patch(&url)
+            let mut req = client
+                .request(method.clone(), &url)
                 .header(reqwest::header::AUTHORIZATION, auth)
-                .header(
-                    reqwest::header::CONTENT_TYPE,
-                    "application/merge-patch+json",
-                )
-                .header(reqwest::header::ACCEPT, "application/json")
-                .body(body.clone())
-                .send()
-                .await;
-            let resp = match sent {
+                .header(reqwest::header::ACCEPT, "application/json");
+            if let Some((content_type, text)) = &body {
+                req = req
+                    .header(reqwest::header::CONTENT_TYPE, *content_type)
+                    .body(text.clone());
+            }
+            let resp = match req.send().await {
                 Ok(r) => r,
                 Err(e) => {
                     // The URL is in the message already; reqwest never shows headers.
@@ -253,10 +292,11 @@ impl InCluster {
             let retry_after = resp.headers().contains_key(reqwest::header::RETRY_AFTER);
             let text = resp.text().await.unwrap_or_default();
             match next(status, retry_after) {
-                Next::Done => return Ok(()),
+                Next::Done => return Ok(serde_json::from_str(&text).unwrap_or(Value::Null)),
                 Next::Retry => last = format!("HTTP {status}: {}", status_message(&text)),
                 Next::Fail => {
                     return Err(Error::Rejected {
+                        method: name,
                         url,
                         status,
                         message: status_message(&text),
@@ -265,6 +305,7 @@ impl InCluster {
             }
         }
         Err(Error::GaveUp {
+            method: name,
             url,
             attempts: ATTEMPTS,
             last,
@@ -357,11 +398,13 @@ mod tests {
     #[test]
     fn errors_carry_a_hint_and_no_token() {
         let e = Error::Rejected {
+            method: "PATCH",
             url: "https://10.96.0.1:443/api/v1/namespaces/default/pods/demo-0".into(),
             status: 401,
             message: "Unauthorized".into(),
         };
         let text = e.to_string();
+        assert!(text.starts_with("PATCH https://10.96.0.1:443/"));
         assert!(text.contains("HTTP 401: Unauthorized (the service account token was rejected"));
         assert!(!text.contains("Bearer"));
     }

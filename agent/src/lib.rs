@@ -11,6 +11,7 @@ pub mod incluster;
 pub mod live_parameters;
 pub mod local;
 pub mod logging;
+pub mod logical_backup;
 pub mod metrics;
 pub mod replica;
 pub mod status;

@@ -4,7 +4,8 @@
 use clap::{Parser, Subcommand};
 use pgherd_agent::backup::{bootstrap, cli as backup_cli};
 use pgherd_agent::{
-    callbacks, configure, envdir, logging, metrics, replica, status, supervise, upgrade,
+    callbacks, configure, envdir, logging, logical_backup, metrics, replica, status, supervise,
+    upgrade,
 };
 
 #[derive(Parser)]
@@ -57,6 +58,9 @@ enum Command {
     /// Base backups: push, list, delete by policy.
     #[command(subcommand)]
     Backup(backup_cli::BackupCommand),
+    /// Logical backups: run (the CronJob's program), list, restore (also Zalando's .sql.gz dumps).
+    #[command(subcommand)]
+    LogicalBackup(logical_backup::cli::Command),
     /// Bootstrap method: restore a new cluster from another cluster's backups (clone, PITR).
     CloneWithWale(bootstrap::CloneArgs),
     /// Replica method: create this replica from the latest base backup.
@@ -88,6 +92,7 @@ fn main() -> std::process::ExitCode {
         Command::WalFetch(args) => backup_cli::wal_fetch(args),
         Command::Restore(args) => backup_cli::restore_command(args),
         Command::Backup(cmd) => backup_cli::backup(cmd),
+        Command::LogicalBackup(cmd) => logical_backup::cli::main(cmd),
         Command::CloneWithWale(args) => bootstrap::clone_with_wale(args),
         Command::WaleRestore(args) => bootstrap::wale_restore(args),
         Command::CloneWithBasebackup(args) => bootstrap::clone_with_basebackup(args),

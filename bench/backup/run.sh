@@ -70,7 +70,8 @@ cleanup() {
 }
 if [ -z "${BENCH_KEEP:-}" ]; then trap cleanup EXIT; fi
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=bench/garage.sh
+. "$(dirname "$0")/../garage.sh"
 now() { echo "$EPOCHREALTIME"; }
 # timed OUT CMD...: runs CMD, writes "wall_seconds cpu_seconds" (CPU of CMD and all its waited-for
 # descendants) to OUT; fails when CMD fails.
@@ -89,37 +90,8 @@ PY
 asp() { runuser -u postgres -- "$@"; }
 
 # --- S3: Garage on loopback, behind stunnel (TLS, self-signed CA); both tools use the HTTPS endpoint ----
-G=$WORK/garage; mkdir -p "$G"
-RPC=$(free_port); S3=$(free_port); ADMIN=$(free_port); TLS=$(free_port)
-(umask 077; cat >"$G/garage.toml" <<EOF
-metadata_dir = "$G/meta"
-data_dir = "$G/data"
-db_engine = "sqlite"
-replication_factor = 1
-rpc_bind_addr = "127.0.0.1:$RPC"
-rpc_public_addr = "127.0.0.1:$RPC"
-rpc_secret = "$(openssl rand -hex 32)"
-[s3_api]
-s3_region = "garage"
-api_bind_addr = "127.0.0.1:$S3"
-root_domain = ".s3.garage.localhost"
-[admin]
-api_bind_addr = "127.0.0.1:$ADMIN"
-admin_token = "$(openssl rand -hex 16)"
-EOF
-)
-RUST_LOG=warn "$GARAGE" -c "$G/garage.toml" server >"$G/garage.log" 2>&1 &
-PIDS+=($!)
-gcli() { "$GARAGE" -c "$G/garage.toml" "$@"; }
-for _ in $(seq 150); do gcli status >/dev/null 2>&1 && break; sleep 0.2; done
-NODE=$(gcli node id -q | cut -d@ -f1)
-gcli layout assign -z dc1 -c 10G "$NODE" >/dev/null
-gcli layout apply --version 1 >/dev/null
-BUCKET=bench
-KEY_ID=GK$(openssl rand -hex 12); SECRET=$(openssl rand -hex 32)
-gcli bucket create "$BUCKET" >/dev/null
-gcli key import --yes -n bench "$KEY_ID" "$SECRET" >/dev/null
-gcli bucket allow --read --write --owner "$BUCKET" --key bench >/dev/null
+start_garage "$WORK/garage" 10G
+TLS=$(free_port)
 
 T=$WORK/tls; mkdir -p "$T"
 openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=pgherd-bench-ca -keyout "$T/ca.key" -out "$T/ca.crt" \

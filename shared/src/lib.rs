@@ -1,5 +1,6 @@
 //! Types and clients used by both pgherd-agent and pgherd-coordinator.
 
+pub mod age;
 #[cfg(feature = "crd")]
 pub mod crd;
 pub mod naming;

@@ -184,6 +184,22 @@ impl Garage {
         self.s3_with(&self.key_id, &self.secret_key)
     }
 
+    /// The keys in the bucket under `prefix` (the first 1000, one listing page).
+    pub async fn keys(&self, prefix: &str) -> anyhow::Result<Vec<String>> {
+        let out = self
+            .s3()
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .send()
+            .await?;
+        Ok(out
+            .contents()
+            .iter()
+            .filter_map(|o| o.key().map(String::from))
+            .collect())
+    }
+
     /// An S3 client for this server with any credentials (to test refusals).
     pub fn s3_with(&self, key_id: &str, secret: &str) -> aws_sdk_s3::Client {
         let creds = aws_sdk_s3::config::Credentials::new(key_id, secret, None, None, "pgherd-test");

@@ -65,22 +65,6 @@ fn cluster_events(sys: &System) -> Vec<String> {
         .collect()
 }
 
-/// Keys in Garage under `prefix`.
-async fn keys(garage: &Garage, prefix: &str) -> anyhow::Result<Vec<String>> {
-    let out = garage
-        .s3()
-        .list_objects_v2()
-        .bucket(&garage.bucket)
-        .prefix(prefix)
-        .send()
-        .await?;
-    Ok(out
-        .contents()
-        .iter()
-        .filter_map(|o| o.key().map(String::from))
-        .collect())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_scheduled_job_backs_up_the_cluster_to_s3_and_reports_it() -> anyhow::Result<()> {
     let sys = System::start("pgh-lback", None).await?;
@@ -179,7 +163,7 @@ async fn a_scheduled_job_backs_up_the_cluster_to_s3_and_reports_it() -> anyhow::
 
     // Complete in S3: the manifest is written last.
     let prefix = format!("spilo/{CLUSTER}/{uid}/logical_backups/");
-    let stored = keys(&garage, &prefix).await?;
+    let stored = garage.keys(&prefix).await?;
     assert!(
         stored.iter().any(|k| k.ends_with("manifest.json")),
         "no manifest.json under {prefix} after Job {}: {stored:?}",
@@ -239,7 +223,8 @@ async fn a_scheduled_job_backs_up_the_cluster_to_s3_and_reports_it() -> anyhow::
         },
     )
     .await?;
-    assert!(keys(&garage, &prefix)
+    assert!(garage
+        .keys(&prefix)
         .await?
         .iter()
         .any(|k| k.ends_with("manifest.json")));

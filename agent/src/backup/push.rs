@@ -111,11 +111,7 @@ pub async fn push(
         text
     });
 
-    let digest = Arc::new(Mutex::new((Sha256::new(), 0u64)));
-    let hashing = Hashing {
-        inner: stdout,
-        state: digest.clone(),
-    };
+    let (hashing, digest) = hashing(stdout);
     let meta = [("codec".to_string(), codec.name().to_string())]
         .into_iter()
         .collect();
@@ -193,14 +189,20 @@ pub fn parse_end(stderr: &str) -> Option<Lsn> {
     rest.split_whitespace().next()?.parse().ok()
 }
 
-/// Counts and hashes what passes through, so the manifest can record the uncompressed size and SHA-256
-/// without a second pass over the data.
-struct Hashing<R> {
+/// A reader that shows every chunk it passes on to `tap`: counting and hashing a stream on its way
+/// (to the uploader, or to pg_restore) without a second pass over the data.
+pub struct Tap<R, F> {
     inner: R,
-    state: Arc<Mutex<(Sha256, u64)>>,
+    tap: F,
 }
 
-impl<R: AsyncRead + Unpin> AsyncRead for Hashing<R> {
+impl<R, F> Tap<R, F> {
+    pub fn new(inner: R, tap: F) -> Self {
+        Tap { inner, tap }
+    }
+}
+
+impl<R: AsyncRead + Unpin, F: FnMut(&[u8]) + Unpin> AsyncRead for Tap<R, F> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -209,10 +211,8 @@ impl<R: AsyncRead + Unpin> AsyncRead for Hashing<R> {
         let before = buf.filled().len();
         let res = Pin::new(&mut self.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = res {
-            let new = &buf.filled()[before..];
-            let mut st = self.state.lock().expect("digest lock");
-            st.0.update(new);
-            st.1 += new.len() as u64;
+            let this = &mut *self;
+            (this.tap)(&buf.filled()[before..]);
         }
         res
     }
@@ -223,13 +223,13 @@ pub fn hashing<R: AsyncRead + Unpin>(
     inner: R,
 ) -> (impl AsyncRead + Unpin, Arc<Mutex<(Sha256, u64)>>) {
     let state = Arc::new(Mutex::new((Sha256::new(), 0u64)));
-    (
-        Hashing {
-            inner,
-            state: state.clone(),
-        },
-        state,
-    )
+    let shared = state.clone();
+    let tap = Tap::new(inner, move |chunk: &[u8]| {
+        let mut st = shared.lock().expect("digest lock");
+        st.0.update(chunk);
+        st.1 += chunk.len() as u64;
+    });
+    (tap, state)
 }
 
 #[cfg(test)]

@@ -62,6 +62,27 @@ fn truthy(v: Option<&str>) -> bool {
     )
 }
 
+/// Static keys (id, secret) and the web identity (role ARN, token file).
+pub type AwsIdentity = (Option<(String, String)>, Option<(String, PathBuf)>);
+
+/// Both from the variables the AWS tools read, for the envdir and the logical backup job alike; `Err` names
+/// the half of a key pair that is missing. Without either, the SDK's default chain applies.
+pub fn aws_identity<'a>(
+    get: impl Fn(&str) -> Option<&'a str>,
+) -> Result<AwsIdentity, &'static str> {
+    let credentials = match (get("AWS_ACCESS_KEY_ID"), get("AWS_SECRET_ACCESS_KEY")) {
+        (Some(k), Some(s)) => Some((k.to_string(), s.to_string())),
+        (None, None) => None,
+        (Some(_), None) => return Err("AWS_SECRET_ACCESS_KEY"),
+        (None, Some(_)) => return Err("AWS_ACCESS_KEY_ID"),
+    };
+    let web_identity = match (get("AWS_ROLE_ARN"), get("AWS_WEB_IDENTITY_TOKEN_FILE")) {
+        (Some(role), Some(file)) => Some((role.to_string(), PathBuf::from(file))),
+        _ => None,
+    };
+    Ok((credentials, web_identity))
+}
+
 impl Settings {
     /// From envdir variables (already read into a map). Pure.
     pub fn from_vars(vars: &BTreeMap<String, String>) -> Result<Self, Error> {
@@ -88,16 +109,7 @@ impl Settings {
         }
         let endpoint = get("AWS_ENDPOINT").map(str::to_string);
         let region = get("AWS_REGION").unwrap_or("us-east-1").to_string();
-        let credentials = match (get("AWS_ACCESS_KEY_ID"), get("AWS_SECRET_ACCESS_KEY")) {
-            (Some(k), Some(s)) => Some((k.to_string(), s.to_string())),
-            (None, None) => None,
-            (Some(_), None) => return Err(Error::Missing("AWS_SECRET_ACCESS_KEY")),
-            (None, Some(_)) => return Err(Error::Missing("AWS_ACCESS_KEY_ID")),
-        };
-        let web_identity = match (get("AWS_ROLE_ARN"), get("AWS_WEB_IDENTITY_TOKEN_FILE")) {
-            (Some(role), Some(file)) => Some((role.to_string(), PathBuf::from(file))),
-            _ => None,
-        };
+        let (credentials, web_identity) = aws_identity(get).map_err(Error::Missing)?;
         let sse = if truthy(get("WALG_DISABLE_S3_SSE")) || truthy(get("WALE_DISABLE_S3_SSE")) {
             None
         } else {

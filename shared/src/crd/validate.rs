@@ -465,39 +465,11 @@ pub fn is_cron(s: &str) -> bool {
 /// "7 days", "2 weeks", "1 month" or "1 year 6 months", with units from
 /// seconds to years, an optional trailing "ago", and "7days" read as "7 days".
 /// Upstream's dump script hands the value to `date -d "<value> ago"`
-/// unchecked, so a typo silently disables retention or fails every run. This
-/// accepts exactly what the job program (`agent/src/logical_backup/retention.rs`)
-/// accepts. Empty means no retention by age.
+/// unchecked, so a typo silently disables retention or fails every run. The
+/// job program applies the same parser (`crate::age`). Empty means no
+/// retention by age.
 pub fn is_retention_time(s: &str) -> bool {
-    let s = s.trim();
-    let s = s.strip_suffix("ago").unwrap_or(s).trim();
-    let mut tokens = Vec::new();
-    for word in s.split_whitespace() {
-        let split = word
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(word.len());
-        let (number, unit) = word.split_at(split);
-        tokens.extend([number, unit].into_iter().filter(|t| !t.is_empty()));
-    }
-    tokens.chunks(2).all(|term| match term {
-        [number, unit] => {
-            number.parse::<u32>().is_ok()
-                && matches!(
-                    unit.to_ascii_lowercase().trim_end_matches('s'),
-                    "sec"
-                        | "second"
-                        | "min"
-                        | "minute"
-                        | "hour"
-                        | "day"
-                        | "week"
-                        | "fortnight"
-                        | "month"
-                        | "year"
-                )
-        }
-        _ => false,
-    })
+    crate::age::parse(s).is_ok()
 }
 
 pub fn is_cidr(s: &str) -> bool {
