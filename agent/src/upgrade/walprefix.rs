@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::pg::Result;
+use super::StepResult;
 
 /// The main WAL envdir (`WALE_ENV_DIR`, default `$RW_DIR/etc/wal-e.d/env`).
 pub fn envdir(env: &BTreeMap<String, String>) -> PathBuf {
@@ -25,7 +25,7 @@ pub fn switched(name: &str, value: &str, from: &str, to: &str) -> Option<String>
 }
 
 /// Rewrites the prefixes in `dir`; returns the files changed. A missing envdir (no WAL storage) is fine.
-pub fn switch(dir: &Path, from: &str, to: &str) -> Result<Vec<String>> {
+pub fn switch(dir: &Path, from: &str, to: &str) -> StepResult<Vec<String>> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Ok(Vec::new());
     };
