@@ -11,14 +11,14 @@ use chrono::Utc;
 
 use super::engine::{self, Engine};
 use super::store::{ObjectStore, Store};
-use super::{catalog, continuity, push, retention, socket, wal};
+use super::{catalog, continuity, push, retention, settings, socket, wal};
 use crate::local::Local;
 
-/// The envdir: `--envdir`, else `WALE_ENV_DIR`, else Spilo's default.
+/// The envdir: `--envdir`, else the main envdir (`settings::main_envdir`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct EnvdirArg {
     /// Envdir with the storage settings (Spilo's /run/etc/wal-e.d/env).
-    #[arg(long, env = "WALE_ENV_DIR", default_value = "/run/etc/wal-e.d/env")]
+    #[arg(long, env = settings::ENVDIR_VAR, default_value_os_t = settings::main_envdir(|k| std::env::var(k).ok()))]
     pub envdir: PathBuf,
 }
 

@@ -8,12 +8,9 @@ use std::path::{Path, PathBuf};
 
 use super::StepResult;
 
-/// The main WAL envdir (`WALE_ENV_DIR`, default `$RW_DIR/etc/wal-e.d/env`).
+/// The main WAL envdir of the member whose environment is `env`.
 pub fn envdir(env: &BTreeMap<String, String>) -> PathBuf {
-    match env.get("WALE_ENV_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => super::member::rw_dir(env).join("etc/wal-e.d/env"),
-    }
+    crate::backup::settings::main_envdir(|k| env.get(k).cloned())
 }
 
 /// The new value of a `WALE_*_PREFIX`/`WALG_*_PREFIX` file, if it names the old version.
