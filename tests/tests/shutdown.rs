@@ -50,7 +50,7 @@ fn stop_cleanly(cluster: &mut Cluster, what: &str, within: Duration) -> anyhow::
     );
     let backlog = member.ready_files();
     let started = Instant::now();
-    let status = member.sigterm(Duration::from_secs(60))?;
+    let status = member.sigterm(Duration::from_secs(120))?;
     let took = started.elapsed();
     eprintln!(
         "{what}: the agent exited with {status} after {took:?} ({backlog} segments waiting)\n{}",
@@ -87,6 +87,10 @@ async fn sigterm_stops_promptly_while_archiving_and_backing_up() -> anyhow::Resu
     // The continuity monitor lists the archive every second, so it is busy too.
     spec.extra_env
         .insert("PGHERD_ARCHIVE_CHECK_INTERVAL".into(), "1".into());
+    // The agent's default, not the harness's 30 s: with S3 gone, the stop takes 20-28 s
+    // here (three attempts at the first waiting segment, each waiting out the S3 client's retries).
+    spec.extra_env
+        .insert("PGHERD_STOP_TIMEOUT".into(), "90".into());
     let mut cluster = Cluster::start(spec, &etcd.host())?;
     cluster.wait_ready(0, BOOT).await?;
     let m = cluster.member(0);
@@ -140,8 +144,8 @@ async fn sigterm_stops_promptly_while_archiving_and_backing_up() -> anyhow::Resu
             },
         )
         .await?;
-    // Postgres's archiver retries each failing segment before its shutdown completes (~20 s here).
-    stop_cleanly(&mut cluster, "S3 unreachable", Duration::from_secs(45))?;
+    // Postgres's archiver tries the first waiting segment three times before its shutdown completes.
+    stop_cleanly(&mut cluster, "S3 unreachable", Duration::from_secs(60))?;
     stop.store(true, Ordering::Relaxed);
     writer.await?;
     Ok(())
