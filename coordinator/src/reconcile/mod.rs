@@ -81,6 +81,9 @@ pub enum ReconcileError {
     Build(String),
 }
 
+/// How often a deletion looks again whether the cluster's pods have stopped.
+const DELETION_WAIT: Duration = Duration::from_secs(5);
+
 /// What the controller should do next.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Done {
@@ -402,11 +405,28 @@ async fn delete<A: KubeApi>(
     let mut deleted = logical_backup::remove(pg, ctx, cfg).await?;
     for kind in finalizer::kinds_to_delete(policy) {
         for obj in ctx.api.list(kind, &namespace, &selector).await? {
+            // Already going (a pod in its grace period): asking again would change nothing.
+            if obj.pointer("/metadata/deletionTimestamp").is_some() {
+                continue;
+            }
             if let Some(key) = ObjectKey::of(&obj) {
                 ctx.api.delete(&key, finalizer::propagation(kind)).await?;
                 deleted += 1;
             }
         }
+    }
+    // Patroni in a pod that is still shutting down recreates its leader and config objects when they are
+    // gone (its Kubernetes DCS patches or creates them), so one pass before the pods have stopped can leave
+    // one behind. The finalizer stays until no pod of the cluster is left; each pass deletes what is there.
+    let pods_left = ctx.api.list(Kind::Pod, &namespace, &selector).await?.len();
+    if pods_left > 0 {
+        if deleted > 0 {
+            let note = format!(
+                "deleted {deleted} objects of cluster {name}; waiting for {pods_left} pod(s) to stop"
+            );
+            event(ctx, pg, EventType::Normal, "Delete", note).await;
+        }
+        return Ok(Done::InProgress(DELETION_WAIT));
     }
     let kept = match policy {
         crate::config::DeletionPolicy::Retain => {

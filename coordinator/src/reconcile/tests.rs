@@ -340,6 +340,63 @@ async fn delete_under(
     (ctx, left)
 }
 
+/// A pod in its grace period keeps the finalizer: Patroni in it can still recreate its objects, which
+/// the next pass deletes; the finalizer goes once no pod is left.
+#[tokio::test]
+async fn deletion_waits_for_the_pods_and_deletes_what_patroni_recreated() {
+    let ctx = context(OperatorConfig::default());
+    let pg = manifest();
+    ctx.api.put_postgresql(&pg);
+    resync(&ctx, &pg).await.unwrap();
+    let mut deleting = ctx.api.postgresql(&pg);
+    deleting.metadata.deletion_timestamp = Some(Time("2026-08-01T09:59:00Z".parse().unwrap()));
+    ctx.api.put_postgresql(&deleting);
+    let labels = json!({"application": "spilo", "cluster-name": "acid-minimal-cluster"});
+    let stopping = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "acid-minimal-cluster-0", "namespace": "db", "labels": labels,
+                     "deletionTimestamp": "2026-08-01T09:59:30Z"}});
+    ctx.api.put(stopping.clone());
+    assert_eq!(
+        resync(&ctx, &pg).await.unwrap(),
+        Done::InProgress(DELETION_WAIT)
+    );
+    assert!(
+        ctx.api
+            .postgresql(&pg)
+            .metadata
+            .finalizers
+            .is_some_and(|f| !f.is_empty()),
+        "the finalizer stays while a pod is stopping"
+    );
+    // Patroni, still running, writes its leader ConfigMap again.
+    let leader = json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "acid-minimal-cluster-leader", "namespace": "db", "labels": labels}});
+    ctx.api.put(leader.clone());
+    ctx.api.reset_counters();
+    assert_eq!(
+        resync(&ctx, &pg).await.unwrap(),
+        Done::InProgress(DELETION_WAIT)
+    );
+    let leader_key = ObjectKey::of(&leader).unwrap();
+    assert!(ctx.api.object(&leader_key).is_none(), "deleted again");
+    assert!(
+        !ctx.api
+            .writes()
+            .iter()
+            .any(|w| format!("{w:?}").contains("Pod")),
+        "a stopping pod is not deleted again: {:?}",
+        ctx.api.writes()
+    );
+    ctx.api
+        .delete(
+            &ObjectKey::of(&stopping).unwrap(),
+            crate::kube_api::Propagation::Background,
+        )
+        .await
+        .unwrap();
+    assert_eq!(resync(&ctx, &pg).await.unwrap(), Done::Deleted);
+}
+
 async fn delete_with(policy: DeletionPolicy) -> (Context<FakeApi>, Vec<String>) {
     let cfg = OperatorConfig {
         deletion_policy: policy,
