@@ -4,20 +4,24 @@
 //! Job's pod runs `pgherd-agent logical-backup run` from the database image against Garage; the backup
 //! is complete in S3 (its `manifest.json`, written last), the cluster's status gets `lastLogicalBackup`
 //! (with no write to the CronJob in between) and the job's `LogicalBackup` Event is on the postgresql.
-//! Switching logical backups off removes the CronJob and the Secret with the storage keys.
+//! Data written after that backup reaches the next one, and `logical-backup restore --all` of it into a
+//! fresh cluster gives the same table contents, roles, membership and database owner. Switching logical
+//! backups off removes the CronJob and the Secret with the storage keys.
 //!
 //! The stand-in's simplifications apply (docs/kube-standin.md): no authorization, so the RBAC the job
 //! needs is checked statically (coordinator/tests/deploy_rbac.rs), not here.
 
 use std::time::Duration;
 
-use pgherd_tests::podman::POSTGRES_IMAGE;
-use pgherd_tests::system::{name, System};
+use pgherd_tests::podman::{self, POSTGRES_IMAGE};
+use pgherd_tests::system::{name, pod_ip, psql, System};
 use pgherd_tests::{tools, wait, Garage};
 use serde_json::{json, Value};
 
 const CLUSTER: &str = "acid-minimal-cluster";
 const CRONJOB: &str = "logical-backup-acid-minimal-cluster";
+/// The fresh cluster the backup is restored into.
+const TARGET: &str = "acid-restored";
 /// Holds the job's extra settings, passed whole with `envFrom`.
 const ENV_SECRET: &str = "logical-backup-env";
 const BOOT: Duration = Duration::from_secs(300);
@@ -197,6 +201,103 @@ async fn a_scheduled_job_backs_up_the_cluster_to_s3_and_reports_it() -> anyhow::
     })
     .await
     .map_err(|e| anyhow::anyhow!("{e:#}; events {:?}", cluster_events(&sys)))?;
+
+    // What the next backup must carry, and a fresh cluster to restore it into.
+    let (source, _) = sys.wait_members("default", CLUSTER, 1, BOOT).await?;
+    let source_ip = pod_ip(&source);
+    let source_pw = sys.superuser_password("default", CLUSTER)?;
+    psql(
+        &source_ip,
+        &source_pw,
+        "CREATE ROLE readers; CREATE ROLE app LOGIN IN ROLE readers",
+    )?;
+    // On its own: CREATE DATABASE cannot run in the transaction a multi-statement command is.
+    psql(
+        &source_ip,
+        &source_pw,
+        r#"CREATE DATABASE "foo-bar" OWNER app"#,
+    )?;
+    podman::psql(
+        &source_ip,
+        &source_pw,
+        "foo-bar",
+        "CREATE TABLE t AS SELECT g, md5(g::text) AS h FROM generate_series(1, 5000) g; ALTER TABLE t OWNER TO app",
+    )?;
+    let data_written = jiff::Timestamp::now();
+    let mut target: Value = serde_json::from_str(&manifest())?;
+    target["metadata"]["name"] = json!(TARGET);
+    target["spec"]["enableLogicalBackup"] = json!(false);
+    sys.kubectl_ok(
+        &["apply", "--server-side", "-f", "-"],
+        Some(&target.to_string()),
+    )?;
+    wait::until(
+        Duration::from_secs(240),
+        "a backup started after the data was written",
+        || async {
+            Ok(jobs(&sys).into_iter().find(|j| {
+                j["status"]["succeeded"].as_i64().unwrap_or(0) > 0
+                    && j["metadata"]["creationTimestamp"]
+                        .as_str()
+                        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                        .is_some_and(|t| t > data_written)
+            }))
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e:#}{}", sys.describe_pods("default")))?;
+    let (restored, _) = sys.wait_members("default", TARGET, 1, BOOT).await?;
+    let target_ip = pod_ip(&restored);
+    let target_pw = sys.superuser_password("default", TARGET)?;
+    // `restore --all` of the newest backup, run where an operator would run it (here: the host), with the
+    // job's storage settings and the target's libpq variables.
+    let out = std::process::Command::new(tools::agent_bin()?)
+        .args(["logical-backup", "restore", "--all"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs([
+            ("SCOPE", CLUSTER.to_string()),
+            ("LOGICAL_BACKUP_S3_BUCKET", garage.bucket.clone()),
+            ("LOGICAL_BACKUP_S3_BUCKET_PREFIX", "spilo".into()),
+            ("LOGICAL_BACKUP_S3_BUCKET_SCOPE_SUFFIX", format!("/{uid}")),
+            ("LOGICAL_BACKUP_S3_ENDPOINT", garage.endpoint()),
+            ("LOGICAL_BACKUP_S3_REGION", garage.region.clone()),
+            ("AWS_S3_FORCE_PATH_STYLE", "true".into()),
+            ("AWS_ACCESS_KEY_ID", garage.key_id.clone()),
+            ("AWS_SECRET_ACCESS_KEY", garage.secret_key.clone()),
+            ("PG_VERSION", "15".into()),
+            ("PGHOST", target_ip.clone()),
+            ("PGUSER", "postgres".into()),
+            ("PGPASSWORD", target_pw.clone()),
+            ("PGSSLMODE", "require".into()),
+        ])
+        .output()?;
+    assert!(
+        out.status.success(),
+        "restore failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Identical: the table's contents, the roles and their membership, the database's owner.
+    let facts = |ip: &str, pw: &str| -> anyhow::Result<(String, String)> {
+        Ok((
+            psql(
+                ip,
+                pw,
+                "SELECT (SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'foo-bar') || ' ' ||                  (SELECT string_agg(m.member::regrole || '>' || m.roleid::regrole, ',') FROM pg_auth_members m                   WHERE m.member = 'app'::regrole) || ' ' || (SELECT rolcanlogin FROM pg_roles WHERE rolname = 'app')",
+            )?,
+            podman::psql(
+                ip,
+                pw,
+                "foo-bar",
+                "SELECT count(*) || ' ' || md5(string_agg(t::text, ',' ORDER BY g)) || ' ' || pg_get_userbyid(relowner)                  FROM t, pg_class WHERE relname = 't' GROUP BY relowner",
+            )?,
+        ))
+    };
+    let want = facts(&source_ip, &source_pw)?;
+    assert!(want.0.starts_with("app app>readers t"), "{want:?}");
+    assert!(want.1.starts_with("5000 "), "{want:?}");
+    assert_eq!(facts(&target_ip, &target_pw)?, want);
 
     // Off: the CronJob and the Secret with the keys go; the backups stay.
     sys.kubectl_ok(
