@@ -47,11 +47,8 @@ pub enum Error {
     },
 }
 
-fn step<E: Into<String>>(phase: &'static str) -> impl Fn(E) -> Error {
-    move |message| Error::Step {
-        phase,
-        message: message.into(),
-    }
+fn step(phase: &'static str) -> impl Fn(String) -> Error {
+    move |message| Error::Step { phase, message }
 }
 
 /// How the data directory got here, which decides what is left to do.

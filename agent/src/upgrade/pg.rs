@@ -2,7 +2,6 @@
 //! `pg_controldata`, talking SQL over the local socket.
 
 use std::collections::BTreeMap;
-use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -11,48 +10,8 @@ use std::time::Duration;
 use crate::local::Local;
 use crate::supervise::patroni::RunAs;
 
-/// What went wrong running a PostgreSQL program or query. Each message names what was attempted, so the
-/// one line the upgrade reports (docs/upgrade.md) says where it stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("{what}: cannot run {program:?}: {source}")]
-    Spawn {
-        what: String,
-        program: OsString,
-        source: std::io::Error,
-    },
-    /// The last lines of its output: what pg_upgrade, initdb and pg_ctl say about why.
-    #[error("{what} failed ({status}): {output}")]
-    Failed {
-        what: String,
-        status: std::process::ExitStatus,
-        output: String,
-    },
-    #[error("{what}: {}", db_error(source))]
-    Sql {
-        what: String,
-        source: tokio_postgres::Error,
-    },
-    #[error("{what}: {source}")]
-    Io {
-        what: String,
-        source: std::io::Error,
-    },
-    #[error("chown {}: {source}", path.display())]
-    Chown { path: PathBuf, source: nix::Error },
-    #[error("{0}")]
-    Task(#[from] tokio::task::JoinError),
-}
-
-/// The upgrade's steps still carry one-line messages ([`super::StepResult`]); this is where a typed
-/// failure becomes one.
-impl From<Error> for String {
-    fn from(e: Error) -> String {
-        e.to_string()
-    }
-}
-
-pub type Result<T> = std::result::Result<T, Error>;
+/// A failed step, with what was attempted (typed at the phase boundary, see [`super::Error`]).
+pub type Result<T> = std::result::Result<T, String>;
 
 /// Runs PostgreSQL programs as the account that owns the data (root is refused by initdb, pg_ctl and
 /// pg_upgrade), and knows the old and new installations.
@@ -80,19 +39,17 @@ impl Pg {
         tracing::debug!(?cmd, "running");
         // A killed upgrade must not leave pg_upgrade linking files behind the rollback's back.
         crate::supervise::children::die_with_parent(&mut cmd, nix::sys::signal::Signal::SIGTERM);
-        let out = cmd.output().map_err(|source| Error::Spawn {
-            what: what.into(),
-            program: cmd.get_program().to_owned(),
-            source,
-        })?;
+        let out = cmd
+            .output()
+            .map_err(|e| format!("{what}: cannot run {:?}: {e}", cmd.get_program()))?;
         if out.status.success() {
             Ok(out)
         } else {
-            Err(Error::Failed {
-                what: what.into(),
-                status: out.status,
-                output: tail_of(&out, 6),
-            })
+            Err(format!(
+                "{what} failed ({}): {}",
+                out.status,
+                tail_of(&out, 6)
+            ))
         }
     }
 
@@ -175,9 +132,11 @@ impl Pg {
         let conninfo = format!("{} connect_timeout=5", self.local.conninfo(db));
         let (client, conn) = tokio_postgres::connect(&conninfo, tokio_postgres::NoTls)
             .await
-            .map_err(|source| Error::Sql {
-                what: format!("connecting to the local PostgreSQL ({db})"),
-                source,
+            .map_err(|e| {
+                format!(
+                    "connecting to the local PostgreSQL ({db}): {}",
+                    db_error(&e)
+                )
             })?;
         tokio::spawn(async move {
             let _ = conn.await;
@@ -193,7 +152,7 @@ impl Pg {
                 &[],
             )
             .await
-            .map_err(sql("listing databases"))?;
+            .map_err(|e| format!("listing databases: {}", db_error(&e)))?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
@@ -211,19 +170,14 @@ impl Pg {
         match std::fs::remove_dir_all(dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(Error::Io {
-                what: format!("removing {}", dir.display()),
-                source,
-            }),
+            Err(e) => Err(format!("removing {}: {e}", dir.display())),
         }
     }
 
     pub fn chown(&self, path: &Path) -> Result<()> {
         if let Some(r) = self.run_as {
-            nix::unistd::chown(path, Some(r.uid), Some(r.gid)).map_err(|source| Error::Chown {
-                path: path.into(),
-                source,
-            })?;
+            nix::unistd::chown(path, Some(r.uid), Some(r.gid))
+                .map_err(|e| format!("chown {}: {e}", path.display()))?;
         }
         Ok(())
     }
@@ -251,7 +205,7 @@ impl ClusterSettings {
                 &[],
             )
             .await
-            .map_err(sql("reading the cluster's settings"))?;
+            .map_err(|e| format!("reading the cluster's settings: {}", db_error(&e)))?;
         Ok(Self {
             collate: row.get(0),
             ctype: row.get(1),
@@ -276,10 +230,7 @@ impl Pg {
         self.remove_dir(&new)?;
         let work = self.work_dir();
         self.remove_dir(&work)?;
-        std::fs::create_dir_all(&work).map_err(|source| Error::Io {
-            what: format!("creating {}", work.display()),
-            source,
-        })?;
+        std::fs::create_dir_all(&work).map_err(|e| format!("creating {}: {e}", work.display()))?;
         self.chown(&work)?;
         let mut initdb = self.command(self.new_program("initdb"));
         initdb
@@ -331,7 +282,9 @@ impl Pg {
             cmd.arg("--check");
         }
         let pg = self.clone();
-        tokio::task::spawn_blocking(move || pg.run("pg_upgrade", cmd).map(drop)).await?
+        tokio::task::spawn_blocking(move || pg.run("pg_upgrade", cmd).map(drop))
+            .await
+            .map_err(|e| e.to_string())?
     }
 
     /// `ALTER EXTENSION … UPDATE` wherever the new major ships a newer default version. Failures of single
@@ -345,7 +298,7 @@ impl Pg {
                 .query("SELECT e.extname FROM pg_extension e JOIN pg_available_extensions a ON a.name = e.extname \
                         WHERE a.default_version IS DISTINCT FROM e.extversion", &[])
                 .await
-                .map_err(sql(&format!("listing extensions in {db}")))?;
+                .map_err(|e| format!("listing extensions in {db}: {}", db_error(&e)))?;
             for row in rows {
                 let name: String = row.get(0);
                 let sql = format!("ALTER EXTENSION \"{}\" UPDATE", name.replace('"', "\"\""));
@@ -391,19 +344,9 @@ pub fn db_error(e: &tokio_postgres::Error) -> String {
     }
 }
 
-/// Attaches what was being done to a failed query.
-fn sql(what: &str) -> impl FnOnce(tokio_postgres::Error) -> Error + '_ {
-    move |source| Error::Sql {
-        what: what.into(),
-        source,
-    }
-}
-
 pub fn rename(from: &Path, to: &Path) -> Result<()> {
-    std::fs::rename(from, to).map_err(|source| Error::Io {
-        what: format!("renaming {} to {}", from.display(), to.display()),
-        source,
-    })
+    std::fs::rename(from, to)
+        .map_err(|e| format!("renaming {} to {}: {e}", from.display(), to.display()))
 }
 
 pub fn tail_of(out: &Output, n: usize) -> String {
@@ -452,34 +395,5 @@ mod tests {
         assert_eq!(parse_lsn(&c["Latest checkpoint location"]), Some(0x3000028));
         assert_eq!(parse_lsn("16/B374D848"), Some((0x16 << 32) | 0xB374D848));
         assert_eq!(parse_lsn("nope"), None);
-    }
-
-    #[test]
-    fn failures_read_as_one_line_naming_the_step() {
-        let status = Command::new("false").status().unwrap();
-        let failed = Error::Failed {
-            what: "pg_upgrade".into(),
-            status,
-            output: "a | b".into(),
-        };
-        assert_eq!(
-            failed.to_string(),
-            "pg_upgrade failed (exit status: 1): a | b"
-        );
-        let missing = Error::Spawn {
-            what: "initdb".into(),
-            program: "/nope/initdb".into(),
-            source: std::io::ErrorKind::NotFound.into(),
-        };
-        assert_eq!(
-            String::from(missing),
-            "initdb: cannot run \"/nope/initdb\": entity not found"
-        );
-        let e = rename(Path::new("/nonexistent/a"), Path::new("/nonexistent/b")).unwrap_err();
-        assert!(
-            e.to_string()
-                .starts_with("renaming /nonexistent/a to /nonexistent/b: "),
-            "{e}"
-        );
     }
 }

@@ -8,10 +8,9 @@ use std::time::{Duration, Instant};
 
 use super::dcs;
 use super::member::{self, Member};
-use super::pg::{self, Pg};
+use super::pg::{self, Pg, Result};
 use super::plan::{self, Instruction, MemberReport, ReplicaAction, ReplicaState};
 use super::status::StatusFile;
-use super::StepResult;
 use crate::configure::version::{bin_dir_for, Major};
 use crate::supervise::patroni::RunAs;
 
@@ -68,7 +67,7 @@ async fn tick(
     config: &std::path::Path,
     done: &mut Option<(String, ReplicaAction)>,
     taken_over: &mut Option<(String, plan::Phase)>,
-) -> StepResult<()> {
+) -> Result<()> {
     let member = Member::load(config)?;
     // A run that died in its pre-checks is known only to this member's status file: a pg_upgrade --check
     // server may still run on the scratch cluster, and the file reads "in progress".
@@ -141,11 +140,7 @@ async fn take_over(id: &str, phase: plan::Phase, to: &str, members: usize) {
     }
 }
 
-fn replica_pg(
-    env: &BTreeMap<String, String>,
-    member: &Member,
-    instr: &Instruction,
-) -> StepResult<Pg> {
+fn replica_pg(env: &BTreeMap<String, String>, member: &Member, instr: &Instruction) -> Result<Pg> {
     let major = |v: &str| Major::parse(v).ok_or_else(|| format!("{v:?} is not a major version"));
     Ok(Pg {
         run_as: RunAs::postgres_if_root().map_err(|e| e.to_string())?,
@@ -202,7 +197,7 @@ async fn perform(
 
 /// Replays up to the primary's shutdown checkpoint, stops, and checks that the standby's last restartpoint
 /// is exactly that checkpoint — the condition for the rsync to produce a consistent copy.
-async fn stop(pg: &Pg, instr: &Instruction) -> StepResult<()> {
+async fn stop(pg: &Pg, instr: &Instruction) -> Result<()> {
     let want_text = instr
         .checkpoint_lsn
         .clone()
@@ -252,7 +247,7 @@ async fn stop(pg: &Pg, instr: &Instruction) -> StepResult<()> {
     Ok(())
 }
 
-fn sync(pg: &Pg, member: &Member, instr: &Instruction) -> StepResult<()> {
+fn sync(pg: &Pg, member: &Member, instr: &Instruction) -> Result<()> {
     let src = instr
         .rsync
         .as_ref()
@@ -274,7 +269,7 @@ fn sync(pg: &Pg, member: &Member, instr: &Instruction) -> StepResult<()> {
     }
 }
 
-fn rsync_pull(pg: &Pg, member: &Member, src: &plan::RsyncSource) -> StepResult<()> {
+fn rsync_pull(pg: &Pg, member: &Member, src: &plan::RsyncSource) -> Result<()> {
     super::rsync::pull(pg, member, src)
 }
 
@@ -285,7 +280,7 @@ async fn restart(
     member: &Member,
     reclone: bool,
     (env, from, to): (&BTreeMap<String, String>, &str, &str),
-) -> StepResult<()> {
+) -> Result<()> {
     if reclone {
         wipe(pg)?;
     }
@@ -296,11 +291,11 @@ async fn restart(
     member.switch_config(&pg.new_bin, pkglib.as_deref())?;
     super::walprefix::switch(&super::walprefix::envdir(env), from, to)?;
     member.restart_patroni(Duration::from_secs(120)).await?;
-    Ok(pg.remove_dir(&pg.old_data())?)
+    pg.remove_dir(&pg.old_data())
 }
 
-fn wipe(pg: &Pg) -> StepResult<()> {
+fn wipe(pg: &Pg) -> Result<()> {
     pg.stop(&pg.old_bin, pg.data(), Duration::from_secs(120))?;
     pg.remove_dir(pg.data())?;
-    Ok(pg.remove_dir(&pg.old_data())?)
+    pg.remove_dir(&pg.old_data())
 }
