@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use pgherd_tests::podman::{self, POSTGRES_IMAGE};
 use pgherd_tests::system::{name, pod_ip, psql, System};
-use pgherd_tests::{tools, wait, Garage};
+use pgherd_tests::{rolling, tools, wait, Garage};
 use serde_json::{json, Value};
 
 const CLUSTER: &str = "acid-minimal-cluster";
@@ -28,16 +28,10 @@ const BOOT: Duration = Duration::from_secs(300);
 
 /// Zalando's minimal manifest, one member, a backup every minute.
 fn manifest() -> String {
-    let yaml = std::fs::read_to_string(
-        tools::repo_root()
-            .join("coordinator/tests/fixtures/zalando/minimal-postgres-manifest.yaml"),
+    rolling::manifest(
+        1,
+        &json!({"enableLogicalBackup": true, "logicalBackupSchedule": "* * * * *"}),
     )
-    .expect("the minimal manifest");
-    let mut m: Value = serde_yaml_ng::from_str(&yaml).expect("the minimal manifest parses");
-    m["spec"]["numberOfInstances"] = json!(1);
-    m["spec"]["enableLogicalBackup"] = json!(true);
-    m["spec"]["logicalBackupSchedule"] = json!("* * * * *");
-    m.to_string()
 }
 
 /// The Jobs the CronJob started, by their owner reference.

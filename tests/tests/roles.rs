@@ -11,7 +11,7 @@ use base64::Engine;
 use pgherd_tests::podman::psql_as;
 use pgherd_tests::rolling::patch_spec;
 use pgherd_tests::system::{name, pod_ip, psql, System};
-use pgherd_tests::{tools, wait};
+use pgherd_tests::wait;
 use serde_json::{json, Value};
 
 const CLUSTER: &str = "acid-minimal-cluster";
@@ -21,26 +21,22 @@ const SYNC: Duration = Duration::from_secs(120);
 /// Zalando's minimal manifest, one member, with upstream's complete example's users, databases and
 /// prepared database (extensions this image has), plus names that need quoting.
 fn manifest() -> String {
-    let yaml = std::fs::read_to_string(
-        tools::repo_root()
-            .join("coordinator/tests/fixtures/zalando/minimal-postgres-manifest.yaml"),
+    pgherd_tests::rolling::manifest(
+        1,
+        &json!({
+        "users": {
+            "zalando": ["superuser", "createdb"],
+            "foo_user": [],
+            "Data.Team": ["createdb"],
+        },
+        "databases": {"foo": "zalando", "foo-bar": "Data.Team"},
+        "preparedDatabases": {"bar": {
+            "defaultUsers": true,
+            "extensions": {"pgcrypto": "public", "pg_trgm": "my schema"},
+            "schemas": {"data": {}, "history": {"defaultRoles": true, "defaultUsers": false}, "my schema": {}},
+        }},
+        }),
     )
-    .expect("the minimal manifest");
-    let mut m: Value = serde_yaml_ng::from_str(&yaml).expect("the minimal manifest parses");
-    let spec = &mut m["spec"];
-    spec["numberOfInstances"] = json!(1);
-    spec["users"] = json!({
-        "zalando": ["superuser", "createdb"],
-        "foo_user": [],
-        "Data.Team": ["createdb"],
-    });
-    spec["databases"] = json!({"foo": "zalando", "foo-bar": "Data.Team"});
-    spec["preparedDatabases"] = json!({"bar": {
-        "defaultUsers": true,
-        "extensions": {"pgcrypto": "public", "pg_trgm": "my schema"},
-        "schemas": {"data": {}, "history": {"defaultRoles": true, "defaultUsers": false}, "my schema": {}},
-    }});
-    m.to_string()
 }
 
 fn secret_password(sys: &System, user: &str) -> anyhow::Result<String> {
