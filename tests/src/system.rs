@@ -247,7 +247,8 @@ impl System {
         .map_err(|e| anyhow::anyhow!("{e:#}{}", self.describe_pods(ns)))
     }
 
-    /// Pods' phases, conditions and the tails of their logs, for failure messages.
+    /// Pods' phases, conditions and the tails of their logs, then those of recently deleted pods, for
+    /// failure messages.
     pub fn describe_pods(&self, ns: &str) -> String {
         let mut out = String::new();
         for p in self.list("v1", "Pod", ns, "") {
@@ -273,6 +274,14 @@ impl System {
                     ));
                 }
             }
+        }
+        for log in self
+            .kubelet
+            .as_ref()
+            .map(|k| k.terminated_logs())
+            .unwrap_or_default()
+        {
+            out.push_str(&format!("\n{log}\n"));
         }
         out
     }

@@ -16,7 +16,7 @@ mod status;
 mod volumes;
 mod worker;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -145,6 +145,9 @@ pub(crate) struct Ctx {
     pub workers: Mutex<Vec<AbortHandle>>,
     /// (namespace, pod) → container → podman container name, for `pods/log`.
     pub containers: Mutex<HashMap<(String, String), HashMap<String, String>>>,
+    /// Log tails of the last containers of deleted pods: the old primary's shutdown is what a failed
+    /// failover test needs to show, and its container is gone once the pod is.
+    pub terminated: Mutex<VecDeque<String>>,
 }
 
 impl Ctx {
@@ -247,6 +250,7 @@ impl Kubelet {
             tokens: Mutex::new(HashSet::new()),
             workers: Mutex::new(Vec::new()),
             containers: Mutex::new(HashMap::new()),
+            terminated: Mutex::new(VecDeque::new()),
             opts,
         });
         register_node(&ctx)?;
@@ -279,6 +283,16 @@ impl Kubelet {
             .unwrap_or_else(|e| e.into_inner())
             .get(&(ns.to_string(), pod.to_string()))
             .and_then(|m| m.get(container).cloned())
+    }
+
+    /// Log tails of the containers of the most recently deleted pods, oldest first.
+    pub fn terminated_logs(&self) -> Vec<String> {
+        let t = self
+            .ctx
+            .terminated
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        t.iter().cloned().collect()
     }
 
     /// Stops and removes everything, like dropping it, without blocking the runtime.

@@ -401,7 +401,32 @@ impl Worker {
         if args.len() > 3 {
             let _ = runtime::podman(&args, &[]).await;
         }
+        self.keep_logs().await;
         let _ = runtime::run(&["pod", "rm", "-f", "-t", "0", &self.info.podman_pod]).await;
+    }
+
+    /// Keeps the log tails of the stopped containers (the last [`KEPT_LOGS`] of them), so a test that fails
+    /// after a pod's deletion can still show how that pod shut down.
+    async fn keep_logs(&self) {
+        for sl in self.ctrs.iter().filter(|sl| sl.created) {
+            let log = runtime::logs(&sl.podman, Some(KEPT_LOG_LINES))
+                .await
+                .unwrap_or_else(|e| format!("(no logs: {e:#})"));
+            let entry = format!(
+                "--- deleted pod {}/{} (uid {}) [{}]\n{log}",
+                self.info.ns, self.info.name, self.info.uid, sl.name
+            );
+            let mut kept = self
+                .info
+                .ctx
+                .terminated
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if kept.len() == KEPT_LOGS {
+                kept.pop_front();
+            }
+            kept.push_back(entry);
+        }
     }
 
     fn release(&mut self) {
@@ -440,6 +465,10 @@ impl Worker {
 }
 
 type Why = (String, String);
+
+/// How many deleted containers' log tails the kubelet keeps, and how long each tail is.
+const KEPT_LOGS: usize = 6;
+const KEPT_LOG_LINES: i64 = 60;
 
 impl Info {
     /// ServiceAccount and token, address, volumes and the podman pod; an error says why the pod waits.
