@@ -62,9 +62,12 @@ impl Member {
     pub fn start(&mut self) -> anyhow::Result<()> {
         anyhow::ensure!(self.svc.is_none(), "{} is already running", self.name);
         let mut cmd = Command::new(&self.agent);
-        cmd.args(["run", "--stop-timeout", "30", "--ip", "127.0.0.1"])
-            .env_clear()
-            .envs(&self.env);
+        cmd.args(["run", "--ip", "127.0.0.1"]);
+        // 30 s unless the spec sets PGHERD_STOP_TIMEOUT (the agent's own default is 90 s).
+        if !self.env.contains_key("PGHERD_STOP_TIMEOUT") {
+            cmd.args(["--stop-timeout", "30"]);
+        }
+        cmd.env_clear().envs(&self.env);
         self.svc = Some(Service::spawn(
             &self.name,
             cmd,

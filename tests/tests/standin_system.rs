@@ -218,10 +218,17 @@ async fn minimal_manifest_on_kubernetes_dcs_with_configmaps() -> anyhow::Result<
                 ("v1", "ConfigMap"),
             ]
             .iter()
-            .flat_map(|(a, k)| sys.list(a, k, "default", SELECTOR))
-            .map(|o| name(&o))
+            .flat_map(|(a, k)| {
+                let objects = sys.list(a, k, "default", SELECTOR);
+                objects
+                    .into_iter()
+                    .map(move |o| format!("{k} {}", name(&o)))
+            })
             .collect();
-            Ok(left.is_empty().then_some(()))
+            // What is left goes into the timeout's message: a pod that does not stop and an object
+            // re-created after the deletion pass fail this wait alike.
+            anyhow::ensure!(left.is_empty(), "left: {left:?}");
+            Ok(Some(()))
         },
     )
     .await?;

@@ -15,7 +15,7 @@ use tokio_postgres::NoTls;
 use super::catalog::{self, Manifest, Target};
 use super::engine::{self, Engine};
 use super::settings::Settings;
-use super::store::Store;
+use super::store::{ObjectStore, Store};
 use super::{continuity, restore};
 use crate::upgrade::clone::{self, Restored};
 use crate::upgrade::private::Recovery;

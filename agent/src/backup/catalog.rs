@@ -10,7 +10,7 @@ use std::str::FromStr;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::store::{self, Store};
+use super::store::{self, ObjectStore};
 
 /// A PostgreSQL WAL position (`X/Y`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -99,7 +99,7 @@ pub fn backup_name(at: DateTime<Utc>) -> String {
 }
 
 /// Lists complete backups under `store`'s prefix, oldest first.
-pub async fn list(store: &Store) -> Result<Vec<Manifest>, store::Error> {
+pub async fn list(store: &impl ObjectStore) -> Result<Vec<Manifest>, store::Error> {
     let prefix = store.settings().backups_prefix();
     let keys = store.list(&prefix).await?;
     let mut out = Vec::new();
@@ -233,10 +233,11 @@ pub fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn m(name: &str, finished: &str, end: u64, xid: u64) -> Manifest {
+    /// A complete backup ending at LSN `end` (its WAL starts in the segment before), for tests elsewhere too.
+    pub(crate) fn m(name: &str, finished: &str, end: u64, xid: u64) -> Manifest {
         Manifest {
             format: 1,
             name: name.into(),

@@ -10,16 +10,15 @@ use anyhow::Context;
 use chrono::Utc;
 
 use super::engine::{self, Engine};
-use super::settings::Settings;
-use super::store::Store;
-use super::{catalog, continuity, push, retention, socket, wal};
+use super::store::{ObjectStore, Store};
+use super::{catalog, continuity, push, retention, settings, socket, wal};
 use crate::local::Local;
 
-/// The envdir: `--envdir`, else `WALE_ENV_DIR`, else Spilo's default.
+/// The envdir: `--envdir`, else the main envdir (`settings::main_envdir`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct EnvdirArg {
     /// Envdir with the storage settings (Spilo's /run/etc/wal-e.d/env).
-    #[arg(long, env = "WALE_ENV_DIR", default_value = "/run/etc/wal-e.d/env")]
+    #[arg(long, env = settings::ENVDIR_VAR, default_value_os_t = settings::main_envdir(|k| std::env::var(k).ok()))]
     pub envdir: PathBuf,
 }
 
@@ -101,12 +100,6 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-pub async fn store_for(envdir: &Path) -> anyhow::Result<Store> {
-    let settings =
-        Settings::from_envdir(envdir).with_context(|| format!("envdir {}", envdir.display()))?;
-    Ok(Store::new(settings).await)
-}
-
 pub fn wal_push(args: WalPushArgs) -> anyhow::Result<ExitCode> {
     let path = std::path::absolute(&args.path).context("resolving the WAL path")?;
     runtime()?.block_on(async {
@@ -118,7 +111,7 @@ pub fn wal_push(args: WalPushArgs) -> anyhow::Result<ExitCode> {
         {
             return answer.into_result().map(|_| ExitCode::SUCCESS);
         }
-        let store = store_for(&args.envdir.envdir).await?;
+        let store = Store::from_envdir(&args.envdir.envdir).await?;
         let pushed = tokio::time::timeout(WAL_TIMEOUT, wal::push(&store, &path))
             .await
             .with_context(|| {
@@ -163,7 +156,7 @@ async fn fetch_native(
             });
         }
     }
-    let store = store_for(envdir).await?;
+    let store = Store::from_envdir(envdir).await?;
     let found = tokio::time::timeout(timeout, wal::fetch(&store, name, dest))
         .await
         .with_context(|| format!("fetching {name} timed out after {timeout:?}"))??;
@@ -222,7 +215,7 @@ pub fn backup(cmd: BackupCommand) -> anyhow::Result<ExitCode> {
                 retain,
                 json,
             } => {
-                let store = store_for(&envdir.envdir).await?;
+                let store = Store::from_envdir(&envdir.envdir).await?;
                 let local = Local::from_env()?;
                 let member = std::env::var("HOSTNAME").unwrap_or_default();
                 let m = push::push(&store, &local, &member, from_replica).await?;
@@ -246,7 +239,7 @@ pub fn backup(cmd: BackupCommand) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             BackupCommand::List { envdir, json } => {
-                let store = store_for(&envdir.envdir).await?;
+                let store = Store::from_envdir(&envdir.envdir).await?;
                 let all = catalog::list(&store).await?;
                 let archive = continuity::verify(&store, &mut Default::default()).await?;
                 if json {
@@ -275,7 +268,7 @@ pub fn backup(cmd: BackupCommand) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             BackupCommand::Verify { envdir, json } => {
-                let store = store_for(&envdir.envdir).await?;
+                let store = Store::from_envdir(&envdir.envdir).await?;
                 let report = continuity::verify(&store, &mut Default::default()).await?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&report)?);
@@ -295,7 +288,7 @@ pub fn backup(cmd: BackupCommand) -> anyhow::Result<ExitCode> {
                 })
             }
             BackupCommand::Delete { envdir, dry_run } => {
-                let store = store_for(&envdir.envdir).await?;
+                let store = Store::from_envdir(&envdir.envdir).await?;
                 apply_retention(&store, &policy_from(&envdir.envdir)?, dry_run).await?;
                 Ok(ExitCode::SUCCESS)
             }
@@ -328,7 +321,7 @@ pub fn policy_from(envdir: &Path) -> anyhow::Result<retention::Policy> {
 
 /// Deletes what the policy no longer needs: backups first, then WAL older than every kept backup.
 pub async fn apply_retention(
-    store: &Store,
+    store: &impl ObjectStore,
     policy: &retention::Policy,
     dry_run: bool,
 ) -> anyhow::Result<retention::Decision> {
@@ -384,4 +377,143 @@ pub async fn apply_retention(
         store.delete(&wal_doomed).await?;
     }
     Ok(decision)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backup::catalog::tests::m;
+    use crate::backup::memory::{MemStore, Op};
+
+    const SEG: u64 = 16 << 20;
+
+    /// A complete backup (data object and manifest) whose WAL starts in segment `seg` of timeline 1.
+    fn backup(store: &MemStore, name: &str, finished: &str, seg: u64) {
+        let manifest = m(name, finished, seg * SEG + 0x100, 1);
+        let dir = format!("{}{name}", store.settings().backups_prefix());
+        let body = serde_json::to_vec(&manifest).unwrap();
+        store.insert(
+            &format!("{dir}/data.tar.zstd"),
+            vec![0; 8],
+            Default::default(),
+        );
+        store.insert(
+            &format!("{dir}/{}", catalog::MANIFEST),
+            body,
+            Default::default(),
+        );
+    }
+
+    fn segment(seg: u64) -> String {
+        catalog::wal_file_name(1, catalog::Lsn(seg * SEG), SEG)
+    }
+
+    /// Four daily backups starting in segments 2, 4, 6 and 8; WAL segments 1 to 9 and a history file.
+    fn archive() -> MemStore {
+        let store = MemStore::new();
+        for (name, day, seg) in [("a", 1, 2), ("b", 2, 4), ("c", 3, 6), ("d", 4, 8)] {
+            backup(&store, name, &format!("2026-11-0{day} 00:00:00+00"), seg);
+        }
+        for seg in 1..=9 {
+            store.insert(
+                &store.settings().wal_key(&segment(seg)),
+                vec![1],
+                Default::default(),
+            );
+        }
+        store.insert(
+            &store.settings().wal_key("00000002.history"),
+            vec![1],
+            Default::default(),
+        );
+        store
+    }
+
+    /// The names of the backups the catalog lists.
+    async fn listed(store: &MemStore) -> Vec<String> {
+        let all = catalog::list(store).await.unwrap();
+        all.into_iter().map(|m| m.name).collect()
+    }
+
+    const KEEP_TWO: retention::Policy = retention::Policy {
+        keep_last: 2,
+        keep_within: None,
+    };
+
+    /// What is left after `KEEP_TWO`: backups c and d, the WAL from c's start on, every history file.
+    fn kept(store: &MemStore) -> Vec<String> {
+        let s = store.settings();
+        let mut keys: Vec<String> = ["c", "d"]
+            .iter()
+            .flat_map(|n| {
+                let dir = format!("{}{n}", s.backups_prefix());
+                [
+                    format!("{dir}/data.tar.zstd"),
+                    format!("{dir}/{}", catalog::MANIFEST),
+                ]
+            })
+            .chain((6..=9).map(|seg| s.wal_key(&segment(seg))))
+            .chain([s.wal_key("00000002.history")])
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    #[tokio::test]
+    async fn retention_deletes_exactly_what_the_policy_says() {
+        let store = archive();
+        let dry = apply_retention(&store, &KEEP_TWO, true).await.unwrap();
+        assert_eq!(
+            (dry.keep, dry.delete),
+            (
+                vec!["d".to_string(), "c".into()],
+                vec!["b".to_string(), "a".into()]
+            )
+        );
+        assert!(
+            store.calls(Op::Delete).is_empty(),
+            "a dry run deletes nothing"
+        );
+
+        apply_retention(&store, &KEEP_TWO, false).await.unwrap();
+        assert_eq!(store.keys(), kept(&store));
+        let deleted = store.calls(Op::Delete);
+        assert!(
+            deleted[..2].iter().all(|k| k.ends_with(catalog::MANIFEST)),
+            "manifests first: {deleted:?}"
+        );
+        let names = listed(&store).await;
+        assert_eq!(names, ["c", "d"]);
+
+        apply_retention(&store, &KEEP_TWO, false).await.unwrap();
+        assert_eq!(store.keys(), kept(&store), "a second run changes nothing");
+    }
+
+    #[tokio::test]
+    async fn a_failed_delete_is_reported_and_the_next_run_finishes_the_job() {
+        let store = archive();
+        let before = store.keys();
+        store.fail_next(Op::Delete, 1);
+        assert!(apply_retention(&store, &KEEP_TWO, false).await.is_err());
+        assert_eq!(
+            store.keys(),
+            before,
+            "no WAL is deleted while the backups needing it remain"
+        );
+        apply_retention(&store, &KEEP_TWO, false).await.unwrap();
+        assert_eq!(store.keys(), kept(&store));
+
+        let store = archive();
+        store.fail_matching(Op::Delete, &format!("{}/wal/", store.settings().root()));
+        assert!(apply_retention(&store, &KEEP_TWO, false).await.is_err());
+        let names = listed(&store).await;
+        assert_eq!(names, ["c", "d"], "the backups went first");
+        store.clear_faults();
+        apply_retention(&store, &KEEP_TWO, false).await.unwrap();
+        assert_eq!(
+            store.keys(),
+            kept(&store),
+            "the WAL horizon is recomputed, nothing is forgotten"
+        );
+    }
 }

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use super::catalog::{self, Lsn, Manifest};
-use super::store::{self, Store};
+use super::store::{self, ObjectStore};
 use super::wal;
 
 /// How many missing file names a report lists (the count is always complete).
@@ -397,7 +397,7 @@ impl Archive {
 /// Lists the archive under `store`'s WAL prefix and reads the history files not yet in `cache` (their
 /// content never changes, so a monitor reads each once).
 pub async fn load(
-    store: &Store,
+    store: &impl ObjectStore,
     segment_size: u64,
     cache: &mut BTreeMap<u32, Option<Vec<Fork>>>,
 ) -> Result<Archive, store::Error> {
@@ -426,7 +426,7 @@ pub async fn load(
 /// The archive as a restore to the latest state from the oldest complete backup would follow it (from the
 /// oldest archived segment when there is no backup yet).
 pub async fn verify(
-    store: &Store,
+    store: &impl ObjectStore,
     cache: &mut BTreeMap<u32, Option<Vec<Fork>>>,
 ) -> Result<Report, store::Error> {
     let backups = catalog::list(store).await?;

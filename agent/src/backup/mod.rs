@@ -11,6 +11,8 @@ pub mod cli;
 pub mod codec;
 pub mod continuity;
 pub mod engine;
+#[cfg(test)]
+pub mod memory;
 pub mod monitor;
 pub mod orphans;
 pub mod push;

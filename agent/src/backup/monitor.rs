@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{cli, continuity, orphans, scheduler};
+use super::store::Store;
+use super::{continuity, orphans, scheduler};
 use crate::local::Local;
 
 pub const INTERVAL_VAR: &str = "PGHERD_ARCHIVE_CHECK_INTERVAL";
@@ -67,7 +68,7 @@ pub fn spawn(envdir: PathBuf, local: &Local, every: Duration) {
             if tokio::time::Instant::now() < next_check {
                 continue;
             }
-            let store = match cli::store_for(&envdir).await {
+            let store = match Store::from_envdir(&envdir).await {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::warn!("archive continuity not checked: {e:#}");

@@ -16,7 +16,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, BufReader, ReadBuf};
 use tokio_postgres::NoTls;
 
 use super::catalog::{self, backup_name, Lsn, Manifest, MANIFEST};
-use super::store::{self, Store};
+use super::store::{self, ObjectStore};
 use crate::local::Local;
 
 #[derive(Debug, thiserror::Error)]
@@ -72,19 +72,13 @@ async fn facts(local: &Local, allow_replica: bool) -> Result<ServerFacts, Error>
 
 /// Takes a base backup of the local server. `member` is recorded in the manifest.
 pub async fn push(
-    store: &Store,
+    store: &impl ObjectStore,
     local: &Local,
     member: &str,
     allow_replica: bool,
 ) -> Result<Manifest, Error> {
     let facts = facts(local, allow_replica).await?;
     let started_at = Utc::now();
-    let name = backup_name(started_at);
-    let codec = store.settings().codec;
-    let dir = format!("{}{name}", store.settings().backups_prefix());
-    let data_name = format!("data.tar.{}", codec.name());
-    let data_key = format!("{dir}/{data_name}");
-
     let mut child = tokio::process::Command::new(local.program("pg_basebackup"))
         .args([
             "--pgdata=-",
@@ -110,22 +104,75 @@ pub async fn push(
         let _ = stderr.read_to_string(&mut text).await;
         text
     });
+    let finished = async move {
+        let status = child.wait().await.map_err(Error::Spawn)?;
+        Ok(Finished {
+            success: status.success(),
+            status: status.to_string(),
+            stderr: stderr_task.await.unwrap_or_default(),
+        })
+    };
+    let taken = Taken {
+        facts: &facts,
+        started_at,
+        member,
+    };
+    commit(store, taken, stdout, finished).await
+}
 
-    let (hashing, digest) = hashing(stdout);
+/// How pg_basebackup ended, once its output has been uploaded.
+struct Finished {
+    success: bool,
+    status: String,
+    stderr: String,
+}
+
+/// What the manifest records besides the upload itself.
+struct Taken<'a> {
+    facts: &'a ServerFacts,
+    started_at: chrono::DateTime<Utc>,
+    member: &'a str,
+}
+
+/// Uploads the tar stream, then writes the manifest, the commit point, only once the data object is
+/// complete and pg_basebackup reported success: a failure anywhere before leaves no backup that
+/// [`catalog::list`] would return. Kept apart from the process handling so this ordering is tested
+/// without a server.
+async fn commit(
+    store: &impl ObjectStore,
+    taken: Taken<'_>,
+    tar: impl AsyncRead + Unpin + Send,
+    finished: impl std::future::Future<Output = Result<Finished, Error>>,
+) -> Result<Manifest, Error> {
+    let Taken {
+        facts,
+        started_at,
+        member,
+    } = taken;
+    let name = backup_name(started_at);
+    let codec = store.settings().codec;
+    let dir = format!("{}{name}", store.settings().backups_prefix());
+    let data_name = format!("data.tar.{}", codec.name());
+    let data_key = format!("{dir}/{data_name}");
+
+    let (hashing, digest) = hashing(tar);
     let meta = [("codec".to_string(), codec.name().to_string())]
         .into_iter()
         .collect();
     let upload = store
         .put_stream(&data_key, codec.encoder(BufReader::new(hashing)), &meta)
         .await;
-    let status = child.wait().await.map_err(Error::Spawn)?;
-    let stderr = stderr_task.await.unwrap_or_default();
-    if !status.success() {
+    let Finished {
+        success,
+        status,
+        stderr,
+    } = finished.await?;
+    if !success {
         // The data object may be complete but truncated: delete it (best effort); without a manifest it
         // is never listed either way.
         let _ = store.delete(std::slice::from_ref(&data_key)).await;
         return Err(Error::Basebackup {
-            status: status.to_string(),
+            status,
             stderr: tail(&stderr),
         });
     }
@@ -139,7 +186,7 @@ pub async fn push(
         name: name.clone(),
         pg_version: (facts.server_version_num / 10000).to_string(),
         server_version_num: facts.server_version_num,
-        system_identifier: facts.system_identifier,
+        system_identifier: facts.system_identifier.clone(),
         timeline,
         start_lsn,
         end_lsn,
@@ -257,5 +304,115 @@ mod tests {
         let (h, n) = std::mem::take(&mut *st.lock().unwrap());
         assert_eq!(n, 100_000);
         assert_eq!(h.finalize().as_slice(), Sha256::digest(&data).as_slice());
+    }
+
+    use crate::backup::memory::{MemStore, Op};
+
+    const STDERR: &str = "pg_basebackup: write-ahead log start point: 0/2000028 on timeline 1\n\
+                          pg_basebackup: write-ahead log end point: 0/2000100\n";
+
+    fn facts() -> ServerFacts {
+        ServerFacts {
+            server_version_num: 150018,
+            system_identifier: "7311111111111111111".into(),
+            wal_segment_size: 16 << 20,
+            next_xid: 750,
+        }
+    }
+
+    /// One backup through `commit`, with pg_basebackup ending as `ended` says.
+    async fn take(
+        store: &MemStore,
+        at: &str,
+        tar: &[u8],
+        ended: (bool, &str),
+    ) -> Result<Manifest, Error> {
+        let facts = facts();
+        let taken = Taken {
+            facts: &facts,
+            started_at: at.parse().unwrap(),
+            member: "demo-0",
+        };
+        let finished = async {
+            Ok(Finished {
+                success: ended.0,
+                status: if ended.0 {
+                    "exit status: 0"
+                } else {
+                    "exit status: 1"
+                }
+                .into(),
+                stderr: ended.1.into(),
+            })
+        };
+        commit(store, taken, tar, finished).await
+    }
+
+    fn manifests(store: &MemStore) -> Vec<String> {
+        store
+            .keys()
+            .into_iter()
+            .filter(|k| k.ends_with(MANIFEST))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_manifest_is_written_last_and_describes_the_data() {
+        let store = MemStore::new();
+        let tar = vec![5u8; 300_000];
+        let m = take(&store, "2026-11-21T06:00:00Z", &tar, (true, STDERR))
+            .await
+            .unwrap();
+        let dir = format!("{}{}", store.settings().backups_prefix(), m.name);
+        assert_eq!(store.calls(Op::PutStream), [format!("{dir}/data.tar.zstd")]);
+        assert_eq!(store.calls(Op::Put), [format!("{dir}/{MANIFEST}")]);
+        assert_eq!((m.size_bytes, m.timeline), (300_000, 1));
+        assert_eq!(m.sha256, crate::backup::wal::sha256_hex(&tar));
+        assert_eq!(m.start_wal, "000000010000000000000002");
+        assert_eq!((m.pg_version.as_str(), m.member.as_str()), ("15", "demo-0"));
+        assert_eq!(catalog::list(&store).await.unwrap(), [m]);
+    }
+
+    #[tokio::test]
+    async fn no_failure_before_the_manifest_leaves_a_listed_backup() {
+        let store = MemStore::new();
+        store.fail_next(Op::PutStream, 1);
+        let upload = take(&store, "2026-11-21T06:00:00Z", b"tar", (true, STDERR)).await;
+        assert!(matches!(upload, Err(Error::Store(_))), "{upload:?}");
+        assert!(store.keys().is_empty(), "an aborted upload stores nothing");
+
+        let failed = take(&store, "2026-11-21T07:00:00Z", b"tar", (false, "FATAL: no")).await;
+        assert!(
+            matches!(failed, Err(Error::Basebackup { .. })),
+            "{failed:?}"
+        );
+        assert!(
+            store.keys().is_empty(),
+            "the data of a failed pg_basebackup is deleted"
+        );
+
+        let garbled = take(&store, "2026-11-21T08:00:00Z", b"tar", (true, "no LSNs")).await;
+        assert!(
+            matches!(garbled, Err(Error::Output("start point", _))),
+            "{garbled:?}"
+        );
+
+        store.fail_matching(Op::Put, &store.settings().backups_prefix());
+        let commit = take(&store, "2026-11-21T09:00:00Z", b"tar", (true, STDERR)).await;
+        assert!(matches!(commit, Err(Error::Store(_))), "{commit:?}");
+        store.clear_faults();
+
+        assert!(manifests(&store).is_empty(), "{:?}", store.keys());
+        assert!(
+            !store.keys().is_empty(),
+            "data objects without a manifest remain"
+        );
+        assert!(catalog::list(&store).await.unwrap().is_empty());
+
+        let done = take(&store, "2026-11-21T10:00:00Z", b"tar", (true, STDERR))
+            .await
+            .unwrap();
+        let listed = catalog::list(&store).await.unwrap();
+        assert_eq!(listed, [done], "only the complete backup is listed");
     }
 }

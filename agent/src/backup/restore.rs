@@ -13,7 +13,7 @@ use tokio_util::io::SyncIoBridge;
 use super::catalog::Manifest;
 use super::codec::Codec;
 use super::push::hashing;
-use super::store::{self, Store};
+use super::store::{self, ObjectStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -41,7 +41,11 @@ fn is_empty_dir(dir: &Path) -> std::io::Result<bool> {
 }
 
 /// Restores `manifest`'s backup into `datadir`, which must be missing or empty.
-pub async fn restore(store: &Store, manifest: &Manifest, datadir: &Path) -> Result<(), Error> {
+pub async fn restore(
+    store: &impl ObjectStore,
+    manifest: &Manifest,
+    datadir: &Path,
+) -> Result<(), Error> {
     let io = |source| Error::Io {
         path: datadir.display().to_string(),
         source,
@@ -71,7 +75,11 @@ pub async fn restore(store: &Store, manifest: &Manifest, datadir: &Path) -> Resu
     Ok(())
 }
 
-async fn unpack(store: &Store, manifest: &Manifest, datadir: &Path) -> Result<(), Error> {
+async fn unpack(
+    store: &impl ObjectStore,
+    manifest: &Manifest,
+    datadir: &Path,
+) -> Result<(), Error> {
     let corrupt = |problem: String| Error::Corrupt {
         name: manifest.name.clone(),
         problem,
@@ -115,4 +123,77 @@ async fn unpack(store: &Store, manifest: &Manifest, datadir: &Path) -> Result<()
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+    use crate::backup::catalog::tests::m;
+    use crate::backup::memory::MemStore;
+    use crate::backup::store::ObjectStore;
+    use crate::backup::wal::sha256_hex;
+
+    /// A backup of a data directory holding only `PG_VERSION`, stored the way `push` stores one.
+    async fn stored(store: &MemStore) -> Manifest {
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(3);
+        header.set_mode(0o600);
+        header.set_cksum();
+        tar.append_data(&mut header, "PG_VERSION", &b"15\n"[..])
+            .unwrap();
+        let tar = tar.into_inner().unwrap();
+        let mut compressed = Vec::new();
+        Codec::Zstd
+            .encoder(&tar[..])
+            .read_to_end(&mut compressed)
+            .await
+            .unwrap();
+        let mut manifest = m("base_1", "2026-11-01 00:00:00+00", 100, 1);
+        manifest.data = "data.tar.zstd".into();
+        manifest.size_bytes = tar.len() as u64;
+        manifest.sha256 = sha256_hex(&tar);
+        let key = format!(
+            "{}{}/{}",
+            store.settings().backups_prefix(),
+            manifest.name,
+            manifest.data
+        );
+        store.insert(&key, compressed, Default::default());
+        manifest
+    }
+
+    #[tokio::test]
+    async fn a_verified_backup_becomes_a_data_directory() {
+        let store = MemStore::new();
+        let manifest = stored(&store).await;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        restore(&store, &manifest, &data).await.unwrap();
+        assert_eq!(std::fs::read(data.join("PG_VERSION")).unwrap(), b"15\n");
+        assert!(data.join("pg_wal").is_dir());
+        let again = restore(&store, &manifest, &data).await.unwrap_err();
+        assert!(matches!(again, Error::NotEmpty(_)), "{again}");
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_or_missing_backup_leaves_nothing_behind() {
+        let store = MemStore::new();
+        let mut manifest = stored(&store).await;
+        manifest.sha256 = sha256_hex(b"something else");
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let corrupt = restore(&store, &manifest, &data).await.unwrap_err();
+        assert!(
+            corrupt.to_string().contains("checksum mismatch"),
+            "{corrupt}"
+        );
+        assert_eq!(std::fs::read_dir(&data).unwrap().count(), 0);
+
+        manifest.name = "base_2".into();
+        let missing = restore(&store, &manifest, &data).await.unwrap_err();
+        assert!(matches!(missing, Error::Missing(_)), "{missing}");
+    }
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 use chrono::Utc;
 
 use super::engine::{self, Engine};
+use super::store::Store;
 use super::{catalog, cli};
 use crate::configure::schedule::{parse_cron, BackupJob};
 use crate::local::Local;
@@ -118,7 +119,7 @@ impl Job {
         }
         loop {
             if self.eligible_quietly().await {
-                match cli::store_for(&self.job.env_dir).await {
+                match Store::from_envdir(&self.job.env_dir).await {
                     Ok(store) => match catalog::list(&store).await {
                         Ok(list) if list.is_empty() => {
                             tracing::info!("no base backup exists yet; taking the first one");
@@ -237,7 +238,7 @@ impl Job {
 
     /// Publishes the catalog (count, oldest restorable point) to the metrics.
     async fn refresh_catalog(&self) {
-        match cli::store_for(&self.job.env_dir).await {
+        match Store::from_envdir(&self.job.env_dir).await {
             Ok(store) => match catalog::list(&store).await {
                 Ok(list) => report_catalog(&list),
                 Err(e) => tracing::warn!("listing backups for metrics failed: {e}"),

@@ -83,6 +83,22 @@ pub fn aws_identity<'a>(
     Ok((credentials, web_identity))
 }
 
+/// Spilo's variable naming the main WAL envdir.
+pub const ENVDIR_VAR: &str = "WALE_ENV_DIR";
+
+/// The main WAL envdir: `WALE_ENV_DIR` when set and not empty, else `$RW_DIR/etc/wal-e.d/env` (`RW_DIR`
+/// likewise, default `/run`). This is where `configure` writes it (`configure::layout`), so the CLI's
+/// default, the upgrade's backup and its prefix switch all find the envdir the member actually uses.
+pub fn main_envdir(var: impl Fn(&str) -> Option<String>) -> PathBuf {
+    let set = |name: &str| var(name).filter(|v| !v.is_empty());
+    match set(ENVDIR_VAR) {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            PathBuf::from(set("RW_DIR").unwrap_or_else(|| "/run".into())).join("etc/wal-e.d/env")
+        }
+    }
+}
+
 impl Settings {
     /// From envdir variables (already read into a map). Pure.
     pub fn from_vars(vars: &BTreeMap<String, String>) -> Result<Self, Error> {
@@ -175,6 +191,23 @@ mod tests {
     use super::*;
 
     use crate::testutil::map as vars;
+
+    #[test]
+    fn the_main_envdir_follows_configure() {
+        let envdir = |pairs: &[(&str, &str)]| {
+            let env = vars(pairs);
+            main_envdir(|k| env.get(k).cloned())
+        };
+        assert_eq!(envdir(&[]), Path::new("/run/etc/wal-e.d/env"));
+        assert_eq!(
+            envdir(&[("RW_DIR", "/rw"), ("WALE_ENV_DIR", "")]),
+            Path::new("/rw/etc/wal-e.d/env")
+        );
+        assert_eq!(
+            envdir(&[("RW_DIR", "/rw"), ("WALE_ENV_DIR", "/e")]),
+            Path::new("/e")
+        );
+    }
 
     #[test]
     fn from_spilo_envdir_values() {

@@ -8,7 +8,9 @@
 //! command uploads directly; the result is the same objects.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +19,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Mutex, Semaphore};
 
-use super::store::Store;
+use super::store::{ObjectStore, Store};
 use super::wal;
 
 /// Environment variable through which `run` tells Postgres's children where the socket is.
@@ -82,13 +84,18 @@ pub async fn request(req: &Request) -> Option<Response> {
 /// Segments uploaded ahead of Postgres asking, by envdir: answering a later request is then instant.
 type Done = Arc<Mutex<BTreeSet<PathBuf>>>;
 
+/// How the server gets the store an envdir names: the S3 client in the agent, an in-memory bucket in tests.
+type Open<S> =
+    Box<dyn Fn(PathBuf) -> Pin<Box<dyn Future<Output = anyhow::Result<S>> + Send>> + Send + Sync>;
+
 /// The agent's side. Only files inside `data_dir/pg_wal` are accepted: the socket's users are Postgres's
 /// children, and the agent (often root) must not become a way to upload arbitrary files.
-pub struct Server {
+pub struct Server<S = Store> {
     data_dir: PathBuf,
     /// The postgres user: files the agent writes into pg_wal must be Postgres's to recycle.
     owner: Option<(u32, u32)>,
-    stores: Mutex<BTreeMap<PathBuf, Store>>,
+    open: Open<S>,
+    stores: Mutex<BTreeMap<PathBuf, S>>,
     done: Done,
     /// Look-ahead uploads still running: a request for one of them waits for it instead of uploading again.
     inflight: Done,
@@ -104,9 +111,20 @@ const PREFETCH_DIR: &str = ".pgherd-prefetch";
 
 impl Server {
     pub fn new(data_dir: PathBuf, owner: Option<(u32, u32)>) -> Arc<Self> {
+        Self::with_stores(
+            data_dir,
+            owner,
+            Box::new(|envdir| Box::pin(async move { Store::from_envdir(&envdir).await })),
+        )
+    }
+}
+
+impl<S: ObjectStore + Clone + 'static> Server<S> {
+    fn with_stores(data_dir: PathBuf, owner: Option<(u32, u32)>, open: Open<S>) -> Arc<Self> {
         Arc::new(Self {
             data_dir,
             owner,
+            open,
             stores: Mutex::new(BTreeMap::new()),
             done: Arc::new(Mutex::new(BTreeSet::new())),
             inflight: Arc::new(Mutex::new(BTreeSet::new())),
@@ -197,12 +215,12 @@ impl Server {
         Ok(())
     }
 
-    async fn store(&self, envdir: &Path) -> anyhow::Result<Store> {
+    async fn store(&self, envdir: &Path) -> anyhow::Result<S> {
         let mut stores = self.stores.lock().await;
         if let Some(s) = stores.get(envdir) {
             return Ok(s.clone());
         }
-        let s = super::cli::store_for(envdir).await?;
+        let s = (self.open)(envdir.to_path_buf()).await?;
         stores.insert(envdir.to_path_buf(), s.clone());
         Ok(s)
     }
@@ -264,7 +282,7 @@ impl Server {
         };
         if found {
             self.chown(&dest);
-            if name.len() == 24 {
+            if wal::is_segment(&name) {
                 self.clone().read_ahead(store, name, cache).await;
             }
         }
@@ -279,7 +297,7 @@ impl Server {
 
     /// Fetches the next archived segments after `name` into `cache` (in the background, bounded), and drops
     /// cached segments recovery has already passed.
-    async fn read_ahead(self: Arc<Self>, store: Store, name: String, cache: PathBuf) {
+    async fn read_ahead(self: Arc<Self>, store: S, name: String, cache: PathBuf) {
         if let Ok(entries) = std::fs::read_dir(&cache) {
             for e in entries.flatten() {
                 if e.file_name().to_string_lossy().as_ref() < name.as_str() {
@@ -301,7 +319,7 @@ impl Server {
         self.chown(&cache);
         for key in next {
             let file = key[prefix.len()..].to_string();
-            if file.len() != 24 || !wal::valid_name(&file) || cache.join(&file).exists() {
+            if !wal::is_segment(&file) || cache.join(&file).exists() {
                 continue;
             }
             let Ok(permit) = self.lookahead.clone().try_acquire_owned() else {
@@ -322,7 +340,7 @@ impl Server {
 
     /// Starts uploads of the oldest `.ready` segments that are not yet in flight or done. `current` (just
     /// archived; its `.ready` file is renamed only after we answer) is skipped.
-    async fn upload_ahead(self: Arc<Self>, store: Store, pg_wal: PathBuf, current: PathBuf) {
+    async fn upload_ahead(self: Arc<Self>, store: S, pg_wal: PathBuf, current: PathBuf) {
         let Ok(entries) = std::fs::read_dir(pg_wal.join("archive_status")) else {
             return;
         };
@@ -384,5 +402,143 @@ mod tests {
         assert_eq!(serde_json::from_str::<Request>(&s).unwrap(), r);
         let bad: Response = serde_json::from_str(r#"{"ok":false,"error":"boom"}"#).unwrap();
         assert_eq!(bad.into_result().unwrap_err().to_string(), "boom");
+    }
+
+    use crate::backup::memory::{MemStore, Op};
+
+    fn segment(n: u32) -> String {
+        format!("00000001000000000000{n:04X}")
+    }
+
+    /// A data directory whose pg_wal holds segments 1 to `n`, each marked `.ready`, and a server that
+    /// archives into `store`.
+    fn member(n: u32, store: &MemStore) -> (tempfile::TempDir, Arc<Server<MemStore>>) {
+        let dir = tempfile::tempdir().unwrap();
+        let status = dir.path().join("pg_wal/archive_status");
+        std::fs::create_dir_all(&status).unwrap();
+        for i in 1..=n {
+            std::fs::write(dir.path().join("pg_wal").join(segment(i)), [i as u8; 512]).unwrap();
+            std::fs::write(status.join(format!("{}.ready", segment(i))), "").unwrap();
+        }
+        let store = store.clone();
+        let open: Open<MemStore> = Box::new(move |_| {
+            let store = store.clone();
+            Box::pin(async move { Ok(store) })
+        });
+        let server = Server::with_stores(dir.path().to_path_buf(), None, open);
+        (dir, server)
+    }
+
+    async fn settle(server: &Server<MemStore>) {
+        for _ in 0..500 {
+            if server.inflight.lock().await.is_empty()
+                && server.lookahead.available_permits() == LOOKAHEAD
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("look-ahead did not settle");
+    }
+
+    #[tokio::test]
+    async fn look_ahead_uploads_each_segment_once() {
+        let store = MemStore::new();
+        // Slow uploads, so Postgres asks for segments whose look-ahead upload is still in flight.
+        store.set_put_latency(Duration::from_millis(50));
+        let (dir, server) = member(7, &store);
+        let pg_wal = dir.path().join("pg_wal");
+        for i in 1..=7 {
+            let path = pg_wal.join(segment(i));
+            server
+                .clone()
+                .wal_push("/envdir".into(), path)
+                .await
+                .unwrap();
+            // What Postgres does once the archive command succeeded.
+            let status = pg_wal.join("archive_status");
+            let name = segment(i);
+            std::fs::rename(
+                status.join(format!("{name}.ready")),
+                status.join(format!("{name}.done")),
+            )
+            .unwrap();
+        }
+        settle(&server).await;
+        for i in 1..=7 {
+            let key = store.settings().wal_key(&segment(i));
+            let count = |op| store.calls(op).iter().filter(|k| **k == key).count();
+            assert_eq!((count(Op::Head), count(Op::Put)), (1, 1), "segment {i}");
+        }
+        assert!(
+            server.done.lock().await.is_empty(),
+            "every look-ahead upload was claimed"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_look_ahead_upload_is_retried_when_postgres_asks() {
+        let store = MemStore::new();
+        let (dir, server) = member(3, &store);
+        let pg_wal = dir.path().join("pg_wal");
+        store.fail_matching(Op::Put, &store.settings().wal_key(&segment(2)));
+        server
+            .clone()
+            .wal_push("/envdir".into(), pg_wal.join(segment(1)))
+            .await
+            .unwrap();
+        settle(&server).await;
+        assert!(server
+            .clone()
+            .wal_push("/envdir".into(), pg_wal.join(segment(2)))
+            .await
+            .is_err());
+        store.clear_faults();
+        server
+            .clone()
+            .wal_push("/envdir".into(), pg_wal.join(segment(2)))
+            .await
+            .unwrap();
+        assert!(store
+            .object(&store.settings().wal_key(&segment(2)))
+            .is_some());
+    }
+
+    #[tokio::test]
+    async fn read_ahead_serves_the_next_segments_from_the_cache() {
+        let store = MemStore::new();
+        let (dir, server) = member(0, &store);
+        for i in 1..=3 {
+            let key = store.settings().wal_key(&segment(i));
+            let file = dir.path().join(segment(i));
+            std::fs::write(&file, [i as u8; 512]).unwrap();
+            crate::backup::wal::push(&store, &file).await.unwrap();
+            assert!(store.object(&key).is_some());
+        }
+        let dest = dir.path().join("pg_wal/RECOVERYXLOG");
+        for i in 1..=3 {
+            let found = server
+                .clone()
+                .wal_fetch("/envdir".into(), segment(i), dest.clone())
+                .await
+                .unwrap();
+            assert!(found);
+            assert_eq!(std::fs::read(&dest).unwrap(), [i as u8; 512]);
+            settle(&server).await;
+        }
+        let missing = server
+            .clone()
+            .wal_fetch("/envdir".into(), segment(4), dest.clone())
+            .await
+            .unwrap();
+        assert!(!missing, "the end of the archive is not an error");
+        for i in 1..=3 {
+            let key = store.settings().wal_key(&segment(i));
+            assert_eq!(
+                store.calls(Op::Get).iter().filter(|k| **k == key).count(),
+                1,
+                "segment {i}"
+            );
+        }
     }
 }

@@ -1,8 +1,15 @@
-//! The S3 operations the backup engine needs, behind one small type. Everything else in `backup` is
-//! written against this, so retries, timeouts and encryption settings live in one place.
+//! The object-store operations the backup engine needs, behind one small trait. Everything else in
+//! `backup` is written against [`ObjectStore`], so the engine's decisions (idempotent WAL pushes, the
+//! manifest as commit point, retention deletes) are tested in milliseconds against an in-memory twin
+//! (`backup::memory`), while retries, timeouts and encryption settings of the real S3 client live in
+//! one place, [`Store`]. The Garage-backed tests in `tests/` remain the end-to-end proof.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::path::Path;
 use std::time::Duration;
+
+use anyhow::Context;
 
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_s3::primitives::ByteStream;
@@ -38,6 +45,56 @@ pub type Metadata = HashMap<String, String>;
 pub struct Listed {
     pub key: String,
     pub size: u64,
+}
+
+/// An object's body as it downloads. Boxed so the trait stays usable without naming the SDK's stream
+/// type; one allocation per GET is nothing next to the request.
+pub type Body = Box<dyn AsyncRead + Send + Unpin>;
+
+/// What the backup engine asks of an object store, and nothing more: S3 semantics (a PUT replaces the
+/// object atomically, a failed multipart upload leaves no object, listing is ordered by key).
+pub trait ObjectStore: Send + Sync {
+    /// Where this store's objects live (bucket, cluster prefix, codec).
+    fn settings(&self) -> &Settings;
+
+    fn put(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        meta: &Metadata,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Uploads a stream of unknown length; the object appears only complete, never half-written.
+    /// Returns the number of bytes stored.
+    fn put_stream(
+        &self,
+        key: &str,
+        body: impl AsyncRead + Unpin + Send,
+        meta: &Metadata,
+    ) -> impl Future<Output = Result<u64, Error>> + Send;
+
+    /// Metadata of an object, or `None` when it does not exist.
+    fn head(&self, key: &str) -> impl Future<Output = Result<Option<Metadata>, Error>> + Send;
+
+    /// Streams an object's body, with its metadata; `None` when it does not exist.
+    fn get(
+        &self,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<(Metadata, Body)>, Error>> + Send;
+
+    /// Up to `max` object keys under `prefix` that sort after `start_after` (read-ahead of WAL).
+    fn list_after(
+        &self,
+        prefix: &str,
+        start_after: &str,
+        max: i32,
+    ) -> impl Future<Output = Result<Vec<String>, Error>> + Send;
+
+    /// Every object under `prefix`, in key order.
+    fn list(&self, prefix: &str) -> impl Future<Output = Result<Vec<Listed>, Error>> + Send;
+
+    /// Deletes `keys`; missing ones are no error. A failure may leave some deleted and others not.
+    fn delete(&self, keys: &[String]) -> impl Future<Output = Result<(), Error>> + Send;
 }
 
 #[derive(Clone)]
@@ -95,8 +152,11 @@ impl Store {
         }
     }
 
-    pub fn settings(&self) -> &Settings {
-        &self.settings
+    /// The store an envdir names (archive commands, the agent socket, the scheduler).
+    pub async fn from_envdir(envdir: &Path) -> anyhow::Result<Self> {
+        let settings = Settings::from_envdir(envdir)
+            .with_context(|| format!("envdir {}", envdir.display()))?;
+        Ok(Self::new(settings).await)
     }
 
     fn err<E: ProvideErrorMetadata + std::error::Error + 'static>(
@@ -120,7 +180,68 @@ impl Store {
             .map(|(mode, kms)| (ServerSideEncryption::from(mode.as_str()), kms.clone()))
     }
 
-    pub async fn put(&self, key: &str, body: Vec<u8>, meta: &Metadata) -> Result<(), Error> {
+    async fn upload_parts(
+        &self,
+        key: &str,
+        upload_id: &str,
+        body: &mut (impl AsyncRead + Unpin + Send),
+    ) -> Result<(Vec<CompletedPart>, u64), Error> {
+        let mut parts = Vec::new();
+        let mut total = 0u64;
+        loop {
+            let mut buf = Vec::with_capacity(PART_SIZE);
+            while buf.len() < PART_SIZE {
+                let n = (&mut *body)
+                    .take((PART_SIZE - buf.len()) as u64)
+                    .read_to_end(&mut buf)
+                    .await
+                    .map_err(|source| Error::Source {
+                        bucket: self.settings.bucket.clone(),
+                        key: key.into(),
+                        source,
+                    })?;
+                if n == 0 {
+                    break;
+                }
+            }
+            // An empty stream still needs one (empty) part to complete the upload.
+            if buf.is_empty() && !parts.is_empty() {
+                break;
+            }
+            let last = buf.len() < PART_SIZE;
+            total += buf.len() as u64;
+            let number = parts.len() as i32 + 1;
+            let out = self
+                .client
+                .upload_part()
+                .bucket(&self.settings.bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .part_number(number)
+                .body(ByteStream::from(buf))
+                .send()
+                .await
+                .map_err(|e| self.err("UploadPart", key, e))?;
+            parts.push(
+                CompletedPart::builder()
+                    .part_number(number)
+                    .set_e_tag(out.e_tag)
+                    .build(),
+            );
+            if last {
+                break;
+            }
+        }
+        Ok((parts, total))
+    }
+}
+
+impl ObjectStore for Store {
+    fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    async fn put(&self, key: &str, body: Vec<u8>, meta: &Metadata) -> Result<(), Error> {
         let mut req = self
             .client
             .put_object()
@@ -139,13 +260,12 @@ impl Store {
         Ok(())
     }
 
-    /// Uploads a stream of unknown length with multipart upload, holding one part in memory at a time.
-    /// The upload is aborted on any error, so no half-written object ever becomes visible. Returns the
-    /// number of bytes stored.
-    pub async fn put_stream(
+    /// Multipart upload holding one part in memory at a time, aborted on any error so no half-written
+    /// object ever becomes visible.
+    async fn put_stream(
         &self,
         key: &str,
-        mut body: impl AsyncRead + Unpin,
+        mut body: impl AsyncRead + Unpin + Send,
         meta: &Metadata,
     ) -> Result<u64, Error> {
         let bucket = &self.settings.bucket;
@@ -197,63 +317,7 @@ impl Store {
         }
     }
 
-    async fn upload_parts(
-        &self,
-        key: &str,
-        upload_id: &str,
-        body: &mut (impl AsyncRead + Unpin),
-    ) -> Result<(Vec<CompletedPart>, u64), Error> {
-        let mut parts = Vec::new();
-        let mut total = 0u64;
-        loop {
-            let mut buf = Vec::with_capacity(PART_SIZE);
-            while buf.len() < PART_SIZE {
-                let n = (&mut *body)
-                    .take((PART_SIZE - buf.len()) as u64)
-                    .read_to_end(&mut buf)
-                    .await
-                    .map_err(|source| Error::Source {
-                        bucket: self.settings.bucket.clone(),
-                        key: key.into(),
-                        source,
-                    })?;
-                if n == 0 {
-                    break;
-                }
-            }
-            // An empty stream still needs one (empty) part to complete the upload.
-            if buf.is_empty() && !parts.is_empty() {
-                break;
-            }
-            let last = buf.len() < PART_SIZE;
-            total += buf.len() as u64;
-            let number = parts.len() as i32 + 1;
-            let out = self
-                .client
-                .upload_part()
-                .bucket(&self.settings.bucket)
-                .key(key)
-                .upload_id(upload_id)
-                .part_number(number)
-                .body(ByteStream::from(buf))
-                .send()
-                .await
-                .map_err(|e| self.err("UploadPart", key, e))?;
-            parts.push(
-                CompletedPart::builder()
-                    .part_number(number)
-                    .set_e_tag(out.e_tag)
-                    .build(),
-            );
-            if last {
-                break;
-            }
-        }
-        Ok((parts, total))
-    }
-
-    /// Metadata of an object, or `None` when it does not exist.
-    pub async fn head(&self, key: &str) -> Result<Option<Metadata>, Error> {
+    async fn head(&self, key: &str) -> Result<Option<Metadata>, Error> {
         match self
             .client
             .head_object()
@@ -268,11 +332,7 @@ impl Store {
         }
     }
 
-    /// Streams an object's body, with its metadata; `None` when it does not exist.
-    pub async fn get(
-        &self,
-        key: &str,
-    ) -> Result<Option<(Metadata, impl AsyncRead + Send + Unpin)>, Error> {
+    async fn get(&self, key: &str) -> Result<Option<(Metadata, Body)>, Error> {
         match self
             .client
             .get_object()
@@ -283,15 +343,14 @@ impl Store {
         {
             Ok(out) => Ok(Some((
                 out.metadata.unwrap_or_default(),
-                out.body.into_async_read(),
+                Box::new(out.body.into_async_read()) as Body,
             ))),
             Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
             Err(e) => Err(self.err("GetObject", key, e)),
         }
     }
 
-    /// Up to `max` object keys under `prefix` that sort after `start_after` (read-ahead of WAL).
-    pub async fn list_after(
+    async fn list_after(
         &self,
         prefix: &str,
         start_after: &str,
@@ -314,8 +373,7 @@ impl Store {
             .collect())
     }
 
-    /// Every object under `prefix`.
-    pub async fn list(&self, prefix: &str) -> Result<Vec<Listed>, Error> {
+    async fn list(&self, prefix: &str) -> Result<Vec<Listed>, Error> {
         let mut out = Vec::new();
         let mut pages = self
             .client
@@ -337,7 +395,7 @@ impl Store {
     }
 
     /// Deletes objects in batches of 1000 (the S3 limit).
-    pub async fn delete(&self, keys: &[String]) -> Result<(), Error> {
+    async fn delete(&self, keys: &[String]) -> Result<(), Error> {
         for chunk in keys.chunks(1000) {
             let objects: Vec<ObjectIdentifier> = chunk
                 .iter()

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::codec::Codec;
-use super::store::{self, Metadata, Store};
+use super::store::{self, Metadata, ObjectStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -65,6 +65,12 @@ pub fn valid_name(name: &str) -> bool {
     }
 }
 
+/// Whether `name` is a complete segment (24 hex digits): what recovery asks for next in order, unlike
+/// `.history`, `.partial` and `.backup` files.
+pub fn is_segment(name: &str) -> bool {
+    name.len() == 24 && name.bytes().all(|c| c.is_ascii_hexdigit())
+}
+
 pub fn sha256_hex(data: &[u8]) -> String {
     Sha256::digest(data)
         .iter()
@@ -73,7 +79,7 @@ pub fn sha256_hex(data: &[u8]) -> String {
 }
 
 /// Archives the file at `path` (absolute) under its own name.
-pub async fn push(store: &Store, path: &Path) -> Result<Pushed, Error> {
+pub async fn push(store: &impl ObjectStore, path: &Path) -> Result<Pushed, Error> {
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
@@ -127,7 +133,7 @@ pub async fn push(store: &Store, path: &Path) -> Result<Pushed, Error> {
 
 /// Restores WAL file `name` to `dest`. Returns `false` when the archive does not have it (the normal end
 /// of recovery). The file appears at `dest` only complete and verified (written beside it, then renamed).
-pub async fn fetch(store: &Store, name: &str, dest: &Path) -> Result<bool, Error> {
+pub async fn fetch(store: &impl ObjectStore, name: &str, dest: &Path) -> Result<bool, Error> {
     let Some(data) = fetch_bytes(store, name).await? else {
         return Ok(false);
     };
@@ -146,7 +152,7 @@ pub async fn fetch(store: &Store, name: &str, dest: &Path) -> Result<bool, Error
 
 /// WAL file `name`'s content, decompressed and verified against its stored checksum; `None` when the
 /// archive does not have it.
-pub async fn fetch_bytes(store: &Store, name: &str) -> Result<Option<Vec<u8>>, Error> {
+pub async fn fetch_bytes(store: &impl ObjectStore, name: &str) -> Result<Option<Vec<u8>>, Error> {
     if !valid_name(name) {
         return Err(Error::Name(name.into()));
     }
@@ -197,6 +203,7 @@ mod tests {
             "000000010000000000000002.00000028.backup",
         ] {
             assert!(valid_name(ok), "{ok}");
+            assert_eq!(is_segment(ok), ok.len() == 24, "{ok}");
         }
         for bad in [
             "",
@@ -206,7 +213,93 @@ mod tests {
             "x.history",
             "000000010000000000000002.backup",
         ] {
-            assert!(!valid_name(bad), "{bad}");
+            assert!(!valid_name(bad) && !is_segment(bad), "{bad}");
         }
+    }
+
+    use crate::backup::memory::{MemStore, Op};
+
+    const SEG: &str = "000000010000000000000001";
+
+    fn wal_file(dir: &Path, content: &[u8]) -> std::path::PathBuf {
+        let path = dir.join(SEG);
+        std::fs::write(&path, content).unwrap();
+        path
+    }
+
+    #[tokio::test]
+    async fn pushing_the_same_segment_again_succeeds_without_uploading() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = wal_file(dir.path(), &[1; 4096]);
+        let store = MemStore::new();
+        let first = push(&store, &path).await.unwrap();
+        assert!(
+            matches!(first, Pushed::Uploaded { size: 4096, .. }),
+            "{first:?}"
+        );
+        let stored = store.object(&store.settings().wal_key(SEG)).unwrap();
+        assert_eq!(stored.meta["sha256"], sha256_hex(&[1; 4096]));
+
+        // Postgres re-archives after a crash between the upload and its `.done` rename.
+        assert_eq!(push(&store, &path).await.unwrap(), Pushed::AlreadyArchived);
+        assert_eq!(store.calls(Op::Put).len(), 1, "nothing uploaded twice");
+        assert_eq!(fetch_bytes(&store, SEG).await.unwrap().unwrap(), [1; 4096]);
+    }
+
+    #[tokio::test]
+    async fn different_content_under_an_archived_name_is_refused_and_nothing_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MemStore::new();
+        push(&store, &wal_file(dir.path(), b"timeline one"))
+            .await
+            .unwrap();
+        let before = store.object(&store.settings().wal_key(SEG)).unwrap();
+
+        let err = push(&store, &wal_file(dir.path(), b"another cluster"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Conflict { .. }), "{err}");
+        assert!(err.to_string().contains("refusing to overwrite"), "{err}");
+        assert_eq!(store.object(&store.settings().wal_key(SEG)), Some(before));
+        assert_eq!(store.calls(Op::Put).len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_failed_upload_is_an_error_and_the_retry_uploads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = wal_file(dir.path(), b"segment");
+        let store = MemStore::new();
+        store.fail_next(Op::Put, 1);
+        assert!(matches!(push(&store, &path).await, Err(Error::Store(_))));
+        assert!(store.keys().is_empty());
+        assert!(matches!(
+            push(&store, &path).await.unwrap(),
+            Pushed::Uploaded { .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn fetch_refuses_corrupt_objects_and_reports_missing_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MemStore::new();
+        push(&store, &wal_file(dir.path(), b"good")).await.unwrap();
+        assert_eq!(
+            fetch_bytes(&store, "000000010000000000000002")
+                .await
+                .unwrap(),
+            None
+        );
+        let key = store.settings().wal_key(SEG);
+        let mut object = store.object(&key).unwrap();
+        object.meta.insert("sha256".into(), sha256_hex(b"other"));
+        store.insert(&key, object.body, object.meta);
+        let err = fetch_bytes(&store, SEG).await.unwrap_err();
+        assert!(err.to_string().contains("checksum mismatch"), "{err}");
+        let dest = dir.path().join("restored");
+        assert!(fetch(&store, SEG, &dest).await.is_err());
+        assert!(
+            !dest.exists(),
+            "nothing unverified appears at the destination"
+        );
     }
 }

@@ -2,7 +2,7 @@
 
 use tokio::io::AsyncReadExt;
 
-use crate::backup::store::{self, Store};
+use crate::backup::store::{self, ObjectStore, Store};
 
 use super::layout::{self, Listing, Manifest};
 

@@ -20,7 +20,7 @@ use tokio::io::BufReader;
 use tokio::process::Command;
 
 use crate::backup::push::{hashing, Tap};
-use crate::backup::store::{self, Store};
+use crate::backup::store::{self, ObjectStore, Store};
 
 use super::layout::{self, Database, Manifest, Object};
 use super::pg::{self, Tools};

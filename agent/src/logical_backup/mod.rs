@@ -23,7 +23,7 @@ use std::time::Instant;
 use anyhow::Context;
 use chrono::Utc;
 
-use crate::backup::store::Store;
+use crate::backup::store::{ObjectStore, Store};
 use crate::incluster::InCluster;
 
 use config::Config;

@@ -14,7 +14,7 @@ use sha2::Digest;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 
 use crate::backup::push::hashing;
-use crate::backup::store::{self, Store};
+use crate::backup::store::{self, ObjectStore, Store};
 
 use super::catalog;
 use super::dump::hex;

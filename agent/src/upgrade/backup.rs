@@ -3,17 +3,13 @@
 //! (`pgherd-agent backup push`) as a subprocess and reports honestly what happened.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::pg::{tail_of, Pg};
 
 /// `taken`, `skipped: …`, `could not run: …` or `failed: …`.
 pub fn push(pg: &Pg, env: &BTreeMap<String, String>, patroni_config: &Path) -> String {
-    let envdir = PathBuf::from(
-        env.get("WALE_ENV_DIR")
-            .map(String::as_str)
-            .unwrap_or("/run/etc/wal-e.d/env"),
-    );
+    let envdir = super::walprefix::envdir(env);
     let configured = std::fs::read_dir(&envdir).is_ok_and(|mut d| d.next().is_some());
     if !configured {
         return format!(

@@ -182,7 +182,7 @@ pub async fn gather(
     f.free_bytes = stat.map_or(0, |s| s.blocks_available() * s.fragment_size());
     f.data_bytes = dir_size(pg.data());
     match pg.connect("postgres").await {
-        Err(e) => f.ssl_problem = Some(e),
+        Err(e) => f.ssl_problem = Some(e.to_string()),
         Ok(c) => {
             if let Err(e) = sql_facts(pg, &c, &mut f).await {
                 f.ssl_problem = Some(e);
@@ -192,7 +192,7 @@ pub async fn gather(
     f
 }
 
-async fn sql_facts(pg: &Pg, c: &tokio_postgres::Client, f: &mut Facts) -> pg::Result<()> {
+async fn sql_facts(pg: &Pg, c: &tokio_postgres::Client, f: &mut Facts) -> super::StepResult<()> {
     let q =
         |e: tokio_postgres::Error| format!("querying the local PostgreSQL: {}", pg::db_error(&e));
     f.in_recovery = c

@@ -47,8 +47,11 @@ pub enum Error {
     },
 }
 
-fn step(phase: &'static str) -> impl Fn(String) -> Error {
-    move |message| Error::Step { phase, message }
+fn step<E: Into<String>>(phase: &'static str) -> impl Fn(E) -> Error {
+    move |message| Error::Step {
+        phase,
+        message: message.into(),
+    }
 }
 
 /// How the data directory got here, which decides what is left to do.

@@ -8,11 +8,11 @@ use std::time::Duration;
 use pgherd_shared::patroni::{self, Client};
 use serde_json::{json, Value};
 
-use super::pg::Result;
 use super::plan::{Instruction, MemberReport, DCS_KEY};
+use super::StepResult;
 use crate::supervise::patroni::RunAs;
 
-pub async fn read(api: &Client) -> Result<Option<Instruction>> {
+pub async fn read(api: &Client) -> StepResult<Option<Instruction>> {
     let config = api.config().await.map_err(|e| e.to_string())?;
     match config.get(DCS_KEY) {
         None | Some(Value::Null) => Ok(None),
@@ -24,7 +24,7 @@ pub async fn read(api: &Client) -> Result<Option<Instruction>> {
 
 /// `PATCH /config`, retried: Patroni answers 409 when another member changed the configuration between
 /// its read and its compare-and-set write (replicas report concurrently).
-pub async fn patch(api: &Client, body: &Value) -> Result<()> {
+pub async fn patch(api: &Client, body: &Value) -> StepResult<()> {
     let mut last = String::new();
     for attempt in 0..20u64 {
         match api.patch_config(body).await {
@@ -45,7 +45,7 @@ pub async fn patch(api: &Client, body: &Value) -> Result<()> {
 }
 
 /// Publishes the leader's fields; replica reports under `members` are left as they are (deep merge).
-pub async fn publish(api: &Client, instr: &Instruction) -> Result<()> {
+pub async fn publish(api: &Client, instr: &Instruction) -> StepResult<()> {
     let mut v = serde_json::to_value(instr).map_err(|e| e.to_string())?;
     if let Some(o) = v.as_object_mut() {
         o.remove("members");
@@ -58,16 +58,16 @@ pub async fn publish(api: &Client, instr: &Instruction) -> Result<()> {
 }
 
 /// Starts a new instruction, dropping every report of an earlier run.
-pub async fn replace(api: &Client, instr: &Instruction) -> Result<()> {
+pub async fn replace(api: &Client, instr: &Instruction) -> StepResult<()> {
     patch(api, &json!({ DCS_KEY: null })).await?;
     patch(api, &json!({ DCS_KEY: instr })).await
 }
 
-pub async fn report(api: &Client, me: &str, report: &MemberReport) -> Result<()> {
+pub async fn report(api: &Client, me: &str, report: &MemberReport) -> StepResult<()> {
     patch(api, &json!({ DCS_KEY: { "members": { me: report } } })).await
 }
 
-pub async fn set_pause(api: &Client, pause: bool) -> Result<()> {
+pub async fn set_pause(api: &Client, pause: bool) -> StepResult<()> {
     patch(api, &json!({ "pause": pause })).await
 }
 
@@ -79,7 +79,7 @@ pub fn cancel_initialization(
     config: &Path,
     old_sysid: &str,
     run_as: Option<RunAs>,
-) -> Result<String> {
+) -> StepResult<String> {
     let text = std::fs::read_to_string(patroni_program)
         .map_err(|e| format!("reading {}: {e}", patroni_program.display()))?;
     let python = text

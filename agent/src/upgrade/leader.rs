@@ -6,9 +6,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::member::Member;
-use super::pg::{self, Pg, Result};
+use super::pg::{self, Pg};
 use super::plan::{Instruction, Outcome, Phase, ReplicaState, RsyncSource, Runner};
 use super::status::StatusFile;
+use super::StepResult;
 use super::{dcs, failpoint, rsync, Error};
 
 pub struct Leader {
@@ -74,7 +75,7 @@ impl Leader {
         Ok(())
     }
 
-    async fn enter(&mut self, phase: Phase, message: &str) -> Result<()> {
+    async fn enter(&mut self, phase: Phase, message: &str) -> StepResult<()> {
         self.instr.phase = phase;
         self.status.phase(phase, message);
         dcs::publish(&self.member.api, &self.instr).await?;
@@ -157,7 +158,7 @@ impl Leader {
 
     /// initdb of the new cluster with the old one's locale, encoding, checksums and WAL segment size, then
     /// `pg_upgrade --check` against the running old server. The only files written are `<data>_new`.
-    async fn prepare_new_cluster(&mut self) -> Result<()> {
+    async fn prepare_new_cluster(&mut self) -> StepResult<()> {
         let c = self.pg.connect("postgres").await?;
         let settings = pg::ClusterSettings::read(&c).await?;
         self.pg.local.superuser = settings.superuser.clone();
@@ -169,7 +170,7 @@ impl Leader {
     }
 
     /// Everything up to the point of no return; any error is rolled back by the caller.
-    async fn reversible(&mut self) -> Result<()> {
+    async fn reversible(&mut self) -> StepResult<()> {
         self.enter(Phase::Pause, "pausing Patroni (maintenance mode)")
             .await?;
         dcs::set_pause(&self.member.api, true).await?;
@@ -304,7 +305,7 @@ impl Leader {
         }
     }
 
-    async fn forward_inner(&mut self, from: Phase) -> Result<()> {
+    async fn forward_inner(&mut self, from: Phase) -> StepResult<()> {
         self.instr.outcome = None;
         self.instr.message = None;
         if from <= Phase::StartPrimary {
@@ -395,7 +396,7 @@ impl Leader {
     /// identifier cached, can write the old value back between the reset and its own restart, and a run
     /// resumed after the point of no return never passed the reset: so reset again until the new primary
     /// has recorded its identifier.
-    async fn ensure_new_sysid_recorded(&mut self) -> Result<()> {
+    async fn ensure_new_sysid_recorded(&mut self) -> StepResult<()> {
         let Some(old) = self.instr.old_sysid.clone() else {
             return Ok(());
         };
@@ -431,7 +432,7 @@ impl Leader {
         }
     }
 
-    async fn start_new_primary(&mut self) -> Result<()> {
+    async fn start_new_primary(&mut self) -> StepResult<()> {
         let pkglib = self.pg.new_config("pkglibdir").ok().map(PathBuf::from);
         self.member
             .switch_config(&self.pg.new_bin, pkglib.as_deref())?;
@@ -501,7 +502,7 @@ impl Leader {
     }
 
     /// Undo everything before the point of no return and bring the old major back.
-    async fn rollback(&mut self, why: &str) -> Result<()> {
+    async fn rollback(&mut self, why: &str) -> StepResult<()> {
         tracing::error!("rolling back: {why}");
         if let Some(d) = self.rsyncd.take() {
             d.stop();
@@ -583,7 +584,7 @@ impl Leader {
         &mut self,
         states: &[ReplicaState],
         timeout: Duration,
-    ) -> Result<Vec<String>> {
+    ) -> StepResult<Vec<String>> {
         let all = self.instr.replicas.clone();
         self.wait_reports_of(&all, states, timeout).await
     }
@@ -595,7 +596,7 @@ impl Leader {
         names: &[String],
         states: &[ReplicaState],
         timeout: Duration,
-    ) -> Result<Vec<String>> {
+    ) -> StepResult<Vec<String>> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Ok(Some(current)) = dcs::read(&self.member.api).await {
@@ -615,7 +616,7 @@ impl Leader {
         }
     }
 
-    async fn wait_members_paused(&self, timeout: Duration) -> Result<()> {
+    async fn wait_members_paused(&self, timeout: Duration) -> StepResult<()> {
         wait_until(timeout, "every member to see the pause", || async {
             let c = self.member.api.cluster().await.map_err(|e| e.to_string())?;
             for m in &c.members {
@@ -655,7 +656,7 @@ impl Leader {
             .collect()
     }
 
-    async fn member_host(&self) -> Result<String> {
+    async fn member_host(&self) -> StepResult<String> {
         let c = self.member.api.cluster().await.map_err(|e| e.to_string())?;
         c.members
             .iter()
@@ -674,10 +675,10 @@ impl Leader {
 }
 
 /// Polls `check` until it says true or `timeout` passes.
-pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut check: F) -> Result<()>
+pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut check: F) -> StepResult<()>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<bool>>,
+    Fut: std::future::Future<Output = StepResult<bool>>,
 {
     let deadline = Instant::now() + timeout;
     let mut last = String::new();

@@ -11,7 +11,7 @@ use nix::unistd::Pid;
 use pgherd_shared::patroni;
 use serde_json::Value;
 
-use super::pg::Result;
+use super::StepResult;
 use crate::configure::yaml::to_yaml;
 use crate::local::Local;
 
@@ -28,7 +28,7 @@ pub struct Member {
 }
 
 impl Member {
-    pub fn load(config_path: &Path) -> Result<Self> {
+    pub fn load(config_path: &Path) -> StepResult<Self> {
         let local = Local::load(config_path).map_err(|e| e.to_string())?;
         let doc = read_yaml(config_path)?;
         // Spilo (and configure) put the member name in postgresql.name; Patroni falls back to it.
@@ -66,7 +66,7 @@ impl Member {
     /// pre-check refused libraries in use; this covers entries Postgres never loaded). Written atomically
     /// with the original mode and owner. `configure` renders the same on the next start, because the data
     /// directory's PG_VERSION then names the new major.
-    pub fn switch_config(&self, new_bin: &Path, pkglibdir: Option<&Path>) -> Result<()> {
+    pub fn switch_config(&self, new_bin: &Path, pkglibdir: Option<&Path>) -> StepResult<()> {
         let mut doc = read_yaml(&self.config_path)?;
         switch_bin_dir(&mut doc, new_bin, pkglibdir);
         write_like(&self.config_path, to_yaml(&doc).as_bytes())
@@ -75,7 +75,7 @@ impl Member {
     /// Restarts Patroni so it reads the switched configuration and the new system identifier (Patroni caches
     /// both for its lifetime). SIGTERM, never SIGKILL: a paused Patroni exits without touching Postgres, and
     /// `pgherd-agent run` starts it again after its one-second backoff.
-    pub async fn restart_patroni(&self, timeout: Duration) -> Result<()> {
+    pub async fn restart_patroni(&self, timeout: Duration) -> StepResult<()> {
         let pid = patroni_pid(&self.config_path).ok_or_else(|| {
             format!(
                 "no Patroni process with {} found",
@@ -117,7 +117,7 @@ impl Member {
     }
 }
 
-pub fn read_yaml(path: &Path) -> Result<Value> {
+pub fn read_yaml(path: &Path) -> StepResult<Value> {
     let text =
         std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
     serde_yaml_ng::from_str(&text).map_err(|e| format!("parsing {}: {e}", path.display()))
@@ -139,7 +139,7 @@ pub fn switch_bin_dir(doc: &mut Value, new_bin: &Path, pkglibdir: Option<&Path>)
 }
 
 /// Replaces `path` atomically, keeping its mode and owner.
-pub fn write_like(path: &Path, contents: &[u8]) -> Result<()> {
+pub fn write_like(path: &Path, contents: &[u8]) -> StepResult<()> {
     let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let tmp = path.with_extension("upgrade.tmp");
     let io = |e: std::io::Error| format!("writing {}: {e}", path.display());

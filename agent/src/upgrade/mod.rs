@@ -48,6 +48,10 @@ pub struct Args {
     pub to: Option<String>,
 }
 
+/// A step's result: on failure one line saying what was attempted, typed at the phase boundary
+/// ([`Error`]).
+pub type StepResult<T> = std::result::Result<T, String>;
+
 /// Why an upgrade did not complete; the message is the one line the operator shows.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

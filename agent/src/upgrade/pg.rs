@@ -2,6 +2,7 @@
 //! `pg_controldata`, talking SQL over the local socket.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -10,8 +11,48 @@ use std::time::Duration;
 use crate::local::Local;
 use crate::supervise::patroni::RunAs;
 
-/// A failed step, with what was attempted (typed at the phase boundary, see [`super::Error`]).
-pub type Result<T> = std::result::Result<T, String>;
+/// What went wrong running a PostgreSQL program or query. Each message names what was attempted, so the
+/// one line the upgrade reports (docs/upgrade.md) says where it stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{what}: cannot run {program:?}: {source}")]
+    Spawn {
+        what: String,
+        program: OsString,
+        source: std::io::Error,
+    },
+    /// The last lines of its output: what pg_upgrade, initdb and pg_ctl say about why.
+    #[error("{what} failed ({status}): {output}")]
+    Failed {
+        what: String,
+        status: std::process::ExitStatus,
+        output: String,
+    },
+    #[error("{what}: {}", db_error(source))]
+    Sql {
+        what: String,
+        source: tokio_postgres::Error,
+    },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("chown {}: {source}", path.display())]
+    Chown { path: PathBuf, source: nix::Error },
+    #[error("{0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// The upgrade's steps still carry one-line messages ([`super::StepResult`]); this is where a typed
+/// failure becomes one.
+impl From<Error> for String {
+    fn from(e: Error) -> String {
+        e.to_string()
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
 
 /// Runs PostgreSQL programs as the account that owns the data (root is refused by initdb, pg_ctl and
 /// pg_upgrade), and knows the old and new installations.
@@ -39,17 +80,19 @@ impl Pg {
         tracing::debug!(?cmd, "running");
         // A killed upgrade must not leave pg_upgrade linking files behind the rollback's back.
         crate::supervise::children::die_with_parent(&mut cmd, nix::sys::signal::Signal::SIGTERM);
-        let out = cmd
-            .output()
-            .map_err(|e| format!("{what}: cannot run {:?}: {e}", cmd.get_program()))?;
+        let out = cmd.output().map_err(|source| Error::Spawn {
+            what: what.into(),
+            program: cmd.get_program().to_owned(),
+            source,
+        })?;
         if out.status.success() {
             Ok(out)
         } else {
-            Err(format!(
-                "{what} failed ({}): {}",
-                out.status,
-                tail_of(&out, 6)
-            ))
+            Err(Error::Failed {
+                what: what.into(),
+                status: out.status,
+                output: tail_of(&out, 6),
+            })
         }
     }
 
@@ -132,11 +175,9 @@ impl Pg {
         let conninfo = format!("{} connect_timeout=5", self.local.conninfo(db));
         let (client, conn) = tokio_postgres::connect(&conninfo, tokio_postgres::NoTls)
             .await
-            .map_err(|e| {
-                format!(
-                    "connecting to the local PostgreSQL ({db}): {}",
-                    db_error(&e)
-                )
+            .map_err(|source| Error::Sql {
+                what: format!("connecting to the local PostgreSQL ({db})"),
+                source,
             })?;
         tokio::spawn(async move {
             let _ = conn.await;
@@ -152,7 +193,7 @@ impl Pg {
                 &[],
             )
             .await
-            .map_err(|e| format!("listing databases: {}", db_error(&e)))?;
+            .map_err(sql("listing databases"))?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
@@ -170,14 +211,19 @@ impl Pg {
         match std::fs::remove_dir_all(dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(format!("removing {}: {e}", dir.display())),
+            Err(source) => Err(Error::Io {
+                what: format!("removing {}", dir.display()),
+                source,
+            }),
         }
     }
 
     pub fn chown(&self, path: &Path) -> Result<()> {
         if let Some(r) = self.run_as {
-            nix::unistd::chown(path, Some(r.uid), Some(r.gid))
-                .map_err(|e| format!("chown {}: {e}", path.display()))?;
+            nix::unistd::chown(path, Some(r.uid), Some(r.gid)).map_err(|source| Error::Chown {
+                path: path.into(),
+                source,
+            })?;
         }
         Ok(())
     }
@@ -205,7 +251,7 @@ impl ClusterSettings {
                 &[],
             )
             .await
-            .map_err(|e| format!("reading the cluster's settings: {}", db_error(&e)))?;
+            .map_err(sql("reading the cluster's settings"))?;
         Ok(Self {
             collate: row.get(0),
             ctype: row.get(1),
@@ -230,7 +276,10 @@ impl Pg {
         self.remove_dir(&new)?;
         let work = self.work_dir();
         self.remove_dir(&work)?;
-        std::fs::create_dir_all(&work).map_err(|e| format!("creating {}: {e}", work.display()))?;
+        std::fs::create_dir_all(&work).map_err(|source| Error::Io {
+            what: format!("creating {}", work.display()),
+            source,
+        })?;
         self.chown(&work)?;
         let mut initdb = self.command(self.new_program("initdb"));
         initdb
@@ -282,9 +331,7 @@ impl Pg {
             cmd.arg("--check");
         }
         let pg = self.clone();
-        tokio::task::spawn_blocking(move || pg.run("pg_upgrade", cmd).map(drop))
-            .await
-            .map_err(|e| e.to_string())?
+        tokio::task::spawn_blocking(move || pg.run("pg_upgrade", cmd).map(drop)).await?
     }
 
     /// `ALTER EXTENSION … UPDATE` wherever the new major ships a newer default version. Failures of single
@@ -298,7 +345,7 @@ impl Pg {
                 .query("SELECT e.extname FROM pg_extension e JOIN pg_available_extensions a ON a.name = e.extname \
                         WHERE a.default_version IS DISTINCT FROM e.extversion", &[])
                 .await
-                .map_err(|e| format!("listing extensions in {db}: {}", db_error(&e)))?;
+                .map_err(sql(&format!("listing extensions in {db}")))?;
             for row in rows {
                 let name: String = row.get(0);
                 let sql = format!("ALTER EXTENSION \"{}\" UPDATE", name.replace('"', "\"\""));
@@ -344,9 +391,19 @@ pub fn db_error(e: &tokio_postgres::Error) -> String {
     }
 }
 
+/// Attaches what was being done to a failed query.
+fn sql(what: &str) -> impl FnOnce(tokio_postgres::Error) -> Error + '_ {
+    move |source| Error::Sql {
+        what: what.into(),
+        source,
+    }
+}
+
 pub fn rename(from: &Path, to: &Path) -> Result<()> {
-    std::fs::rename(from, to)
-        .map_err(|e| format!("renaming {} to {}: {e}", from.display(), to.display()))
+    std::fs::rename(from, to).map_err(|source| Error::Io {
+        what: format!("renaming {} to {}", from.display(), to.display()),
+        source,
+    })
 }
 
 pub fn tail_of(out: &Output, n: usize) -> String {
@@ -395,5 +452,34 @@ mod tests {
         assert_eq!(parse_lsn(&c["Latest checkpoint location"]), Some(0x3000028));
         assert_eq!(parse_lsn("16/B374D848"), Some((0x16 << 32) | 0xB374D848));
         assert_eq!(parse_lsn("nope"), None);
+    }
+
+    #[test]
+    fn failures_read_as_one_line_naming_the_step() {
+        let status = Command::new("false").status().unwrap();
+        let failed = Error::Failed {
+            what: "pg_upgrade".into(),
+            status,
+            output: "a | b".into(),
+        };
+        assert_eq!(
+            failed.to_string(),
+            "pg_upgrade failed (exit status: 1): a | b"
+        );
+        let missing = Error::Spawn {
+            what: "initdb".into(),
+            program: "/nope/initdb".into(),
+            source: std::io::ErrorKind::NotFound.into(),
+        };
+        assert_eq!(
+            String::from(missing),
+            "initdb: cannot run \"/nope/initdb\": entity not found"
+        );
+        let e = rename(Path::new("/nonexistent/a"), Path::new("/nonexistent/b")).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("renaming /nonexistent/a to /nonexistent/b: "),
+            "{e}"
+        );
     }
 }

@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use super::pg::{self, Pg, Result};
+use super::pg::{self, Pg};
+use super::StepResult;
 use crate::backup::catalog::Lsn;
 
 /// Where and how far to replay archived WAL (the clone's recovery target).
@@ -50,7 +51,7 @@ pub struct PrivateDir {
 }
 
 impl PrivateDir {
-    pub fn new(pg: &Pg) -> Result<Self> {
+    pub fn new(pg: &Pg) -> StepResult<Self> {
         let dir = tempfile::Builder::new()
             .prefix("pgherd-pg-")
             .tempdir()
@@ -58,7 +59,7 @@ impl PrivateDir {
         let write = |name: &str, text: &str| {
             let path = dir.path().join(name);
             std::fs::write(&path, text).map_err(|e| format!("writing {}: {e}", path.display()))?;
-            pg.chown(&path)
+            pg.chown(&path).map_err(String::from)
         };
         write("postgresql.conf", "")?;
         write("pg_ident.conf", "")?;
@@ -166,7 +167,7 @@ impl PrivateServer {
         bin: &Path,
         dir: &PrivateDir,
         recovery: Option<&Recovery>,
-    ) -> Result<Self> {
+    ) -> StepResult<Self> {
         let data = pg.data().to_path_buf();
         let controldata = pg.controldata(bin, &data)?;
         // A backup taken from a standby holds standby.signal, which would win over recovery.signal and
@@ -251,7 +252,7 @@ impl PrivateServer {
 
     /// Waits until the server accepts connections out of recovery (after a targeted recovery: promoted).
     /// Replay can take hours, so there is no deadline; a server that exits ends the wait with its reason.
-    pub async fn wait_ready(&mut self, what: &str) -> Result<tokio_postgres::Client> {
+    pub async fn wait_ready(&mut self, what: &str) -> StepResult<tokio_postgres::Client> {
         let started = Instant::now();
         let mut reported = Instant::now();
         let mut last;
@@ -305,7 +306,7 @@ impl PrivateServer {
     }
 
     /// Fast shutdown and a check that the control file says so (pg_upgrade and Patroni need a clean stop).
-    pub fn stop(mut self) -> Result<()> {
+    pub fn stop(mut self) -> StepResult<()> {
         let pid = Pid::from_raw(self.child.id() as i32);
         let _ = kill(pid, Signal::SIGINT);
         let status = self

@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 
 use super::dcs;
 use super::member::{self, Member};
-use super::pg::{self, Pg, Result};
+use super::pg::{self, Pg};
 use super::plan::{self, Instruction, MemberReport, ReplicaAction, ReplicaState};
 use super::status::StatusFile;
+use super::StepResult;
 use crate::configure::version::{bin_dir_for, Major};
 use crate::supervise::patroni::RunAs;
 
@@ -67,7 +68,7 @@ async fn tick(
     config: &std::path::Path,
     done: &mut Option<(String, ReplicaAction)>,
     taken_over: &mut Option<(String, plan::Phase)>,
-) -> Result<()> {
+) -> StepResult<()> {
     let member = Member::load(config)?;
     // A run that died in its pre-checks is known only to this member's status file: a pg_upgrade --check
     // server may still run on the scratch cluster, and the file reads "in progress".
@@ -140,7 +141,11 @@ async fn take_over(id: &str, phase: plan::Phase, to: &str, members: usize) {
     }
 }
 
-fn replica_pg(env: &BTreeMap<String, String>, member: &Member, instr: &Instruction) -> Result<Pg> {
+fn replica_pg(
+    env: &BTreeMap<String, String>,
+    member: &Member,
+    instr: &Instruction,
+) -> StepResult<Pg> {
     let major = |v: &str| Major::parse(v).ok_or_else(|| format!("{v:?} is not a major version"));
     Ok(Pg {
         run_as: RunAs::postgres_if_root().map_err(|e| e.to_string())?,
@@ -197,7 +202,7 @@ async fn perform(
 
 /// Replays up to the primary's shutdown checkpoint, stops, and checks that the standby's last restartpoint
 /// is exactly that checkpoint — the condition for the rsync to produce a consistent copy.
-async fn stop(pg: &Pg, instr: &Instruction) -> Result<()> {
+async fn stop(pg: &Pg, instr: &Instruction) -> StepResult<()> {
     let want_text = instr
         .checkpoint_lsn
         .clone()
@@ -247,7 +252,7 @@ async fn stop(pg: &Pg, instr: &Instruction) -> Result<()> {
     Ok(())
 }
 
-fn sync(pg: &Pg, member: &Member, instr: &Instruction) -> Result<()> {
+fn sync(pg: &Pg, member: &Member, instr: &Instruction) -> StepResult<()> {
     let src = instr
         .rsync
         .as_ref()
@@ -269,7 +274,7 @@ fn sync(pg: &Pg, member: &Member, instr: &Instruction) -> Result<()> {
     }
 }
 
-fn rsync_pull(pg: &Pg, member: &Member, src: &plan::RsyncSource) -> Result<()> {
+fn rsync_pull(pg: &Pg, member: &Member, src: &plan::RsyncSource) -> StepResult<()> {
     super::rsync::pull(pg, member, src)
 }
 
@@ -280,7 +285,7 @@ async fn restart(
     member: &Member,
     reclone: bool,
     (env, from, to): (&BTreeMap<String, String>, &str, &str),
-) -> Result<()> {
+) -> StepResult<()> {
     if reclone {
         wipe(pg)?;
     }
@@ -291,11 +296,11 @@ async fn restart(
     member.switch_config(&pg.new_bin, pkglib.as_deref())?;
     super::walprefix::switch(&super::walprefix::envdir(env), from, to)?;
     member.restart_patroni(Duration::from_secs(120)).await?;
-    pg.remove_dir(&pg.old_data())
+    Ok(pg.remove_dir(&pg.old_data())?)
 }
 
-fn wipe(pg: &Pg) -> Result<()> {
+fn wipe(pg: &Pg) -> StepResult<()> {
     pg.stop(&pg.old_bin, pg.data(), Duration::from_secs(120))?;
     pg.remove_dir(pg.data())?;
-    pg.remove_dir(&pg.old_data())
+    Ok(pg.remove_dir(&pg.old_data())?)
 }

@@ -15,8 +15,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use super::member::Member;
-use super::pg::{Pg, Result};
+use super::pg::Pg;
 use super::plan::RsyncSource;
+use super::StepResult;
 
 pub const MODULE: &str = "pgroot";
 
@@ -44,7 +45,7 @@ pub fn daemon_config(
 }
 
 impl Daemon {
-    pub fn start(pg: &Pg, member: &Member, dir: &Path, hosts: &[String]) -> Result<Self> {
+    pub fn start(pg: &Pg, member: &Member, dir: &Path, hosts: &[String]) -> StepResult<Self> {
         let io =
             |e: std::io::Error| format!("preparing the rsync daemon in {}: {e}", dir.display());
         std::fs::create_dir_all(dir).map_err(io)?;
@@ -206,11 +207,11 @@ pub fn client_args(src: &RsyncSource, user: &str, dest_root: &Path) -> Vec<Strin
     args
 }
 
-pub fn pull(pg: &Pg, member: &Member, src: &RsyncSource) -> Result<()> {
+pub fn pull(pg: &Pg, member: &Member, src: &RsyncSource) -> StepResult<()> {
     let mut cmd: Command = pg.command("rsync");
     cmd.args(client_args(src, &member.replication_user, &pg.root()))
         .env("RSYNC_PASSWORD", &member.replication_password);
-    pg.run("rsync from the primary", cmd).map(drop)
+    Ok(pg.run("rsync from the primary", cmd).map(drop)?)
 }
 
 #[cfg(test)]

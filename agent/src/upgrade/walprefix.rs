@@ -6,14 +6,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::pg::Result;
+use super::StepResult;
 
-/// The main WAL envdir (`WALE_ENV_DIR`, default `$RW_DIR/etc/wal-e.d/env`).
+/// The main WAL envdir of the member whose environment is `env`.
 pub fn envdir(env: &BTreeMap<String, String>) -> PathBuf {
-    match env.get("WALE_ENV_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => super::member::rw_dir(env).join("etc/wal-e.d/env"),
-    }
+    crate::backup::settings::main_envdir(|k| env.get(k).cloned())
 }
 
 /// The new value of a `WALE_*_PREFIX`/`WALG_*_PREFIX` file, if it names the old version.
@@ -25,7 +22,7 @@ pub fn switched(name: &str, value: &str, from: &str, to: &str) -> Option<String>
 }
 
 /// Rewrites the prefixes in `dir`; returns the files changed. A missing envdir (no WAL storage) is fine.
-pub fn switch(dir: &Path, from: &str, to: &str) -> Result<Vec<String>> {
+pub fn switch(dir: &Path, from: &str, to: &str) -> StepResult<Vec<String>> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Ok(Vec::new());
     };
