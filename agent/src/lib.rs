@@ -4,6 +4,7 @@
 //! binary uses (configuration rendering, restart backoff) without shelling out.
 
 pub mod backup;
+pub mod bootstrap;
 pub mod callbacks;
 pub mod configure;
 pub mod envdir;
@@ -13,6 +14,7 @@ pub mod local;
 pub mod logging;
 pub mod logical_backup;
 pub mod metrics;
+pub mod process;
 pub mod replica;
 pub mod status;
 pub mod supervise;

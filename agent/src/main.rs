@@ -2,10 +2,10 @@
 //! parses arguments, sets up logging and turns errors into one actionable line and a non-zero exit code.
 
 use clap::{Parser, Subcommand};
-use pgherd_agent::backup::{bootstrap, cli as backup_cli};
+use pgherd_agent::backup::cli as backup_cli;
 use pgherd_agent::{
-    callbacks, configure, envdir, logging, logical_backup, metrics, replica, status, supervise,
-    upgrade,
+    bootstrap, callbacks, configure, envdir, logging, logical_backup, metrics, replica, status,
+    supervise, upgrade,
 };
 
 #[derive(Parser)]

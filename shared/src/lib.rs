@@ -7,3 +7,4 @@ pub mod naming;
 pub mod patroni;
 #[cfg(feature = "pgtls")]
 pub mod pgtls;
+pub mod proctree;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use pgherd_agent::supervise::proctree;
+use pgherd_shared::proctree;
 
 pub struct Service {
     name: String,

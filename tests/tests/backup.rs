@@ -281,9 +281,7 @@ async fn retention_keeps_n_restorable_backups_and_killed_backups_are_never_liste
         "the backup was still running when killed"
     );
     let tree: Vec<i32> = std::iter::once(child.id() as i32)
-        .chain(pgherd_agent::supervise::proctree::descendants(
-            child.id() as i32
-        ))
+        .chain(pgherd_shared::proctree::descendants(child.id() as i32))
         .collect();
     for p in &tree {
         let _ = nix::sys::signal::kill(

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pgherd_agent::supervise::proctree;
+use pgherd_shared::proctree;
 use pgherd_tests::service::wait_gone;
 use pgherd_tests::{wait, Cluster, ClusterSpec, Etcd};
 

@@ -7,11 +7,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use chrono::Utc;
 
-use super::engine::{self, Engine};
-use super::store::{ObjectStore, Store};
-use super::{catalog, continuity, push, retention, settings, socket, wal};
+use super::compat;
+use super::store::Store;
+use super::{catalog, continuity, prune, push, settings, socket, wal};
+use crate::configure::engine::Engine;
 use crate::local::Local;
 
 /// The envdir: `--envdir`, else the main envdir (`settings::main_envdir`).
@@ -181,12 +181,12 @@ pub fn restore_command(args: RestoreCommandArgs) -> anyhow::Result<ExitCode> {
         WAL_TIMEOUT
     };
     let dir = &args.envdir.envdir;
-    let vars = engine::read_envdir(dir)?;
+    let vars = crate::envdir::read(dir)?;
     match Engine::for_restore(&vars) {
         Engine::Native => runtime()?.block_on(fetch_native(dir, &args.name, &args.dest, timeout)),
         compat => {
             let (program, argv, extra) =
-                engine::compat_fetch(compat, &args.name, &args.dest.to_string_lossy());
+                compat::fetch(compat, &args.name, &args.dest.to_string_lossy());
             let mut cmd = std::process::Command::new(&program);
             cmd.args(&argv).envs(extra);
             for (k, v) in &vars {
@@ -228,12 +228,13 @@ pub fn backup(cmd: BackupCommand) -> anyhow::Result<ExitCode> {
                     );
                 }
                 if retain {
-                    let policy = policy_from(&envdir.envdir)?;
-                    let decision = apply_retention(&store, &policy, false).await?;
+                    let plan = prune::plan(&store, &prune::policy(&envdir.envdir)?).await?;
+                    print_plan(&plan, false);
+                    prune::execute(&store, &plan).await?;
                     eprintln!(
                         "retention: kept {}, deleted {}",
-                        decision.keep.len(),
-                        decision.delete.len()
+                        plan.decision.keep.len(),
+                        plan.decision.delete.len()
                     );
                 }
                 Ok(ExitCode::SUCCESS)
@@ -289,231 +290,27 @@ pub fn backup(cmd: BackupCommand) -> anyhow::Result<ExitCode> {
             }
             BackupCommand::Delete { envdir, dry_run } => {
                 let store = Store::from_envdir(&envdir.envdir).await?;
-                apply_retention(&store, &policy_from(&envdir.envdir)?, dry_run).await?;
+                let plan = prune::plan(&store, &prune::policy(&envdir.envdir)?).await?;
+                print_plan(&plan, dry_run);
+                if !dry_run {
+                    prune::execute(&store, &plan).await?;
+                }
                 Ok(ExitCode::SUCCESS)
             }
         }
     })
 }
 
-/// Retention policy from the envdir: `BACKUP_NUM_TO_RETAIN` backups (Spilo's variable, default 5) and,
-/// with `PGHERD_BACKUP_RETENTION_DAYS`, everything needed to restore to any point in that many days.
-pub fn policy_from(envdir: &Path) -> anyhow::Result<retention::Policy> {
-    let vars = engine::read_envdir(envdir)?;
-    let get = |k: &str| vars.get(k).cloned().flatten().filter(|v| !v.is_empty());
-    let keep_last = match get("BACKUP_NUM_TO_RETAIN") {
-        Some(v) => v
-            .parse()
-            .with_context(|| format!("BACKUP_NUM_TO_RETAIN: {v:?} is not a number"))?,
-        None => 5,
-    };
-    let keep_within = match get("PGHERD_BACKUP_RETENTION_DAYS") {
-        Some(v) => Some(chrono::Duration::days(v.parse().with_context(|| {
-            format!("PGHERD_BACKUP_RETENTION_DAYS: {v:?} is not a number of days")
-        })?)),
-        None => None,
-    };
-    Ok(retention::Policy {
-        keep_last,
-        keep_within,
-    })
-}
-
-/// Deletes what the policy no longer needs: backups first, then WAL older than every kept backup.
-pub async fn apply_retention(
-    store: &impl ObjectStore,
-    policy: &retention::Policy,
-    dry_run: bool,
-) -> anyhow::Result<retention::Decision> {
-    let all = catalog::list(store).await?;
-    let inputs: Vec<retention::Backup> = all
-        .iter()
-        .map(|m| retention::Backup {
-            name: m.name.clone(),
-            finished: m.finished_at,
-            start_wal: m.start_wal.clone(),
-        })
-        .collect();
-    let decision = retention::decide(&inputs, *policy, Utc::now());
-    let prefix = store.settings().backups_prefix();
-    let mut doomed: Vec<String> = Vec::new();
-    if !decision.delete.is_empty() {
-        for key in store.list(&prefix).await? {
-            let name = key.key[prefix.len()..]
-                .split('/')
-                .next()
-                .unwrap_or_default();
-            if decision.delete.iter().any(|d| d == name) {
-                doomed.push(key.key);
-            }
-        }
-    }
-    let mut wal_doomed = Vec::new();
-    if let Some(horizon) = &decision.wal_horizon {
-        let wal_prefix = format!("{}/wal/", store.settings().root());
-        for key in store.list(&wal_prefix).await? {
-            if retention::wal_deletable(&key.key[wal_prefix.len()..], horizon) {
-                wal_doomed.push(key.key);
-            }
-        }
-    }
-    for name in &decision.delete {
-        eprintln!(
-            "{} backup {name}",
-            if dry_run { "would delete" } else { "deleting" }
-        );
+/// What retention is about to delete (or would, on a dry run), before anything is deleted.
+fn print_plan(plan: &prune::Plan, dry_run: bool) {
+    let verb = if dry_run { "would delete" } else { "deleting" };
+    for name in &plan.decision.delete {
+        eprintln!("{verb} backup {name}");
     }
     eprintln!(
-        "{} {} WAL objects older than {}; keeping {} backups",
-        if dry_run { "would delete" } else { "deleting" },
-        wal_doomed.len(),
-        decision.wal_horizon.as_deref().unwrap_or("-"),
-        decision.keep.len()
+        "{verb} {} WAL objects older than {}; keeping {} backups",
+        plan.wal_keys.len(),
+        plan.decision.wal_horizon.as_deref().unwrap_or("-"),
+        plan.decision.keep.len()
     );
-    if !dry_run {
-        // Manifests go first: a backup interrupted mid-deletion is then simply not listed any more.
-        doomed.sort_by_key(|k| !k.ends_with(catalog::MANIFEST));
-        store.delete(&doomed).await?;
-        store.delete(&wal_doomed).await?;
-    }
-    Ok(decision)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::backup::catalog::tests::m;
-    use crate::backup::memory::{MemStore, Op};
-
-    const SEG: u64 = 16 << 20;
-
-    /// A complete backup (data object and manifest) whose WAL starts in segment `seg` of timeline 1.
-    fn backup(store: &MemStore, name: &str, finished: &str, seg: u64) {
-        let manifest = m(name, finished, seg * SEG + 0x100, 1);
-        let dir = format!("{}{name}", store.settings().backups_prefix());
-        let body = serde_json::to_vec(&manifest).unwrap();
-        store.insert(
-            &format!("{dir}/data.tar.zstd"),
-            vec![0; 8],
-            Default::default(),
-        );
-        store.insert(
-            &format!("{dir}/{}", catalog::MANIFEST),
-            body,
-            Default::default(),
-        );
-    }
-
-    fn segment(seg: u64) -> String {
-        catalog::wal_file_name(1, catalog::Lsn(seg * SEG), SEG)
-    }
-
-    /// Four daily backups starting in segments 2, 4, 6 and 8; WAL segments 1 to 9 and a history file.
-    fn archive() -> MemStore {
-        let store = MemStore::new();
-        for (name, day, seg) in [("a", 1, 2), ("b", 2, 4), ("c", 3, 6), ("d", 4, 8)] {
-            backup(&store, name, &format!("2026-11-0{day} 00:00:00+00"), seg);
-        }
-        for seg in 1..=9 {
-            store.insert(
-                &store.settings().wal_key(&segment(seg)),
-                vec![1],
-                Default::default(),
-            );
-        }
-        store.insert(
-            &store.settings().wal_key("00000002.history"),
-            vec![1],
-            Default::default(),
-        );
-        store
-    }
-
-    /// The names of the backups the catalog lists.
-    async fn listed(store: &MemStore) -> Vec<String> {
-        let all = catalog::list(store).await.unwrap();
-        all.into_iter().map(|m| m.name).collect()
-    }
-
-    const KEEP_TWO: retention::Policy = retention::Policy {
-        keep_last: 2,
-        keep_within: None,
-    };
-
-    /// What is left after `KEEP_TWO`: backups c and d, the WAL from c's start on, every history file.
-    fn kept(store: &MemStore) -> Vec<String> {
-        let s = store.settings();
-        let mut keys: Vec<String> = ["c", "d"]
-            .iter()
-            .flat_map(|n| {
-                let dir = format!("{}{n}", s.backups_prefix());
-                [
-                    format!("{dir}/data.tar.zstd"),
-                    format!("{dir}/{}", catalog::MANIFEST),
-                ]
-            })
-            .chain((6..=9).map(|seg| s.wal_key(&segment(seg))))
-            .chain([s.wal_key("00000002.history")])
-            .collect();
-        keys.sort();
-        keys
-    }
-
-    #[tokio::test]
-    async fn retention_deletes_exactly_what_the_policy_says() {
-        let store = archive();
-        let dry = apply_retention(&store, &KEEP_TWO, true).await.unwrap();
-        assert_eq!(
-            (dry.keep, dry.delete),
-            (
-                vec!["d".to_string(), "c".into()],
-                vec!["b".to_string(), "a".into()]
-            )
-        );
-        assert!(
-            store.calls(Op::Delete).is_empty(),
-            "a dry run deletes nothing"
-        );
-
-        apply_retention(&store, &KEEP_TWO, false).await.unwrap();
-        assert_eq!(store.keys(), kept(&store));
-        let deleted = store.calls(Op::Delete);
-        assert!(
-            deleted[..2].iter().all(|k| k.ends_with(catalog::MANIFEST)),
-            "manifests first: {deleted:?}"
-        );
-        let names = listed(&store).await;
-        assert_eq!(names, ["c", "d"]);
-
-        apply_retention(&store, &KEEP_TWO, false).await.unwrap();
-        assert_eq!(store.keys(), kept(&store), "a second run changes nothing");
-    }
-
-    #[tokio::test]
-    async fn a_failed_delete_is_reported_and_the_next_run_finishes_the_job() {
-        let store = archive();
-        let before = store.keys();
-        store.fail_next(Op::Delete, 1);
-        assert!(apply_retention(&store, &KEEP_TWO, false).await.is_err());
-        assert_eq!(
-            store.keys(),
-            before,
-            "no WAL is deleted while the backups needing it remain"
-        );
-        apply_retention(&store, &KEEP_TWO, false).await.unwrap();
-        assert_eq!(store.keys(), kept(&store));
-
-        let store = archive();
-        store.fail_matching(Op::Delete, &format!("{}/wal/", store.settings().root()));
-        assert!(apply_retention(&store, &KEEP_TWO, false).await.is_err());
-        let names = listed(&store).await;
-        assert_eq!(names, ["c", "d"], "the backups went first");
-        store.clear_faults();
-        apply_retention(&store, &KEEP_TWO, false).await.unwrap();
-        assert_eq!(
-            store.keys(),
-            kept(&store),
-            "the WAL horizon is recomputed, nothing is forgotten"
-        );
-    }
 }

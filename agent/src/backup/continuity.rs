@@ -131,6 +131,20 @@ impl Report {
         self.end_segno.map(|s| Lsn(s * segment_size))
     }
 
+    /// The check as the metrics publish it. A path that cannot be followed at all (`problem`) counts as
+    /// one missing file.
+    pub fn metrics(&self) -> crate::metrics::backup::ArchiveCheck {
+        crate::metrics::backup::ArchiveCheck {
+            missing: self.missing_count + u64::from(self.problem.is_some()),
+            first_missing: self.missing.first().cloned(),
+            newest: self
+                .newest
+                .iter()
+                .map(|n| (n.timeline, n.end_lsn.0))
+                .collect(),
+        }
+    }
+
     /// One line for an operator: what is missing and what it means.
     pub fn describe(&self) -> String {
         if let Some(p) = &self.problem {

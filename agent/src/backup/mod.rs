@@ -5,16 +5,16 @@
 //! objects under `pgherd/` so WAL-G's `basebackups_005`/`wal_005` can live beside them):
 //! `<prefix>/pgherd/wal/<WAL file>` and `<prefix>/pgherd/basebackups/<name>/{data.tar.<codec>,manifest.json}`.
 
-pub mod bootstrap;
 pub mod catalog;
 pub mod cli;
 pub mod codec;
+pub mod compat;
 pub mod continuity;
-pub mod engine;
 #[cfg(test)]
 pub mod memory;
 pub mod monitor;
 pub mod orphans;
+pub mod prune;
 pub mod push;
 pub mod restore;
 pub mod retention;
@@ -26,6 +26,8 @@ pub mod wal;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+
+use crate::configure::engine::Engine;
 
 /// Starts the engine's background services inside `run`: the archive hand-off socket (native engine) and
 /// the backup scheduler. Returns the socket path for Postgres's environment.
@@ -42,8 +44,7 @@ pub fn spawn(
         env,
     );
     let envdir = configured.wal_env_dir.as_ref()?;
-    let native = engine::read_envdir(envdir)
-        .map(|v| engine::Engine::for_backup(&v) == engine::Engine::Native);
+    let native = crate::envdir::read(envdir).map(|v| Engine::for_backup(&v) == Engine::Native);
     if !matches!(native, Ok(true)) {
         return None;
     }

@@ -77,7 +77,7 @@ pub fn spawn(envdir: PathBuf, local: &Local, every: Duration) {
             };
             match continuity::verify(&store, &mut histories).await {
                 Ok(report) => {
-                    crate::metrics::backup().archive_continuity(&report);
+                    crate::metrics::backup().archive_continuity(report.metrics());
                     let line = report.describe();
                     if !report.complete() && last_logged.as_ref() != Some(&line) {
                         tracing::error!("WAL archive gap: {line}");

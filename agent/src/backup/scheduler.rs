@@ -12,9 +12,10 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use super::engine::{self, Engine};
+use super::compat;
 use super::store::Store;
-use super::{catalog, cli};
+use super::{catalog, prune};
+use crate::configure::engine::Engine;
 use crate::configure::schedule::{parse_cron, BackupJob};
 use crate::local::Local;
 
@@ -48,7 +49,7 @@ pub fn spawn(
     env: &BTreeMap<String, String>,
 ) {
     let Some(job) = job.cloned() else { return };
-    let vars = match engine::read_envdir(&job.env_dir) {
+    let vars = match crate::envdir::read(&job.env_dir) {
         Ok(v) => v,
         Err(e) => {
             tracing::error!("backup scheduler disabled: {e:#}");
@@ -226,11 +227,11 @@ impl Job {
             .map(|n| n.get())
             .unwrap_or(1);
         let pgdata = self.job.pgdata.display().to_string();
-        let (program, args, extra) = engine::compat_backup_push(engine, &pgdata, &self.vars, cpus);
+        let (program, args, extra) = compat::backup_push(engine, &pgdata, &self.vars, cpus);
         self.compat_run(&program, &args, &extra).await?;
         if engine == Engine::WalG {
-            let keep = cli::policy_from(&self.job.env_dir)?.keep_last;
-            self.compat_run("wal-g", &engine::compat_retention(keep), &[])
+            let keep = prune::policy(&self.job.env_dir)?.keep_last;
+            self.compat_run("wal-g", &compat::retention(keep), &[])
                 .await?;
         }
         Ok(format!("{program} backup-push of {pgdata}"))
@@ -266,7 +267,7 @@ impl Job {
             };
         }
         cmd.envs(extra.iter().cloned());
-        let out = crate::supervise::children::output(cmd)
+        let out = crate::process::children::output(cmd)
             .await
             .map_err(|e| anyhow::anyhow!("running {program}: {e}"))?;
         let log = String::from_utf8_lossy(&out.stderr);

@@ -2,6 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
+use serde_json::{Map, Value};
+
 use super::env::{normalize, Env};
 use super::Error;
 
@@ -25,6 +27,22 @@ pub struct Layout {
 }
 
 impl Layout {
+    /// `postgresql.data_dir` as the merged configuration will have it.
+    pub fn data_dir(&self, user: &Map<String, Value>) -> Result<PathBuf, Error> {
+        match user
+            .get("postgresql")
+            .and_then(|p| p.get("data_dir"))
+            .and_then(Value::as_str)
+        {
+            Some(dir) if Path::new(dir).is_absolute() => Ok(PathBuf::from(dir)),
+            Some(dir) => Err(Error::invalid(
+                "SPILO_CONFIGURATION",
+                format!("postgresql.data_dir {dir:?} is not absolute"),
+            )),
+            None => Ok(self.pg_data.clone()),
+        }
+    }
+
     pub fn from_env(env: &Env) -> Result<Self, Error> {
         // Spilo's `~` is the home of whoever runs it; the image always sets PGHOME, so this only matters outside it.
         let home = env

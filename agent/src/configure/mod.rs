@@ -9,6 +9,7 @@
 mod bootstrap;
 mod certs;
 mod dcs;
+pub mod engine;
 mod env;
 mod error;
 mod layout;

@@ -15,7 +15,7 @@ use super::env::Env;
 use super::layout::Layout;
 use super::version::{self, Installed, Major, LIB_DIR};
 use super::write::rooted;
-use super::{merge, render, Args, Error};
+use super::{merge, Args, Error};
 
 /// Machine figures; each can be overridden on the command line.
 #[derive(Debug, Clone)]
@@ -132,7 +132,7 @@ pub fn disk(vars: &BTreeMap<String, String>, root: &Path) -> Result<Probe, Error
     let env = Env::new(vars);
     let layout = Layout::from_env(&env)?;
     let (_, user) = merge::user_config(&env)?;
-    let data_dir = render::data_dir(&user, &layout)?;
+    let data_dir = layout.data_dir(&user)?;
     let tls = TlsFiles::from_env(&env, &layout)?;
     let data_dir_version = fs::read_to_string(rooted(root, &data_dir.join("PG_VERSION")))
         .ok()

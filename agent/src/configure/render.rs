@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use pgherd_shared::patroni::FOLLOWS_DCS_TAG;
 use serde_json::{json, Map, Value};
 
 use super::bootstrap::{self, CloneSource};
@@ -30,22 +31,6 @@ pub struct Rendered {
 /// Temp directories shared by WAL tools and the log upload: world-writable and sticky, like `/tmp`.
 const TMPDIR_MODE: u32 = 0o1777;
 const ENVDIR_MODE: u32 = 0o700;
-
-/// `postgresql.data_dir` as the merged configuration will have it.
-pub fn data_dir(user: &Map<String, Value>, layout: &Layout) -> Result<PathBuf, Error> {
-    match user
-        .get("postgresql")
-        .and_then(|p| p.get("data_dir"))
-        .and_then(Value::as_str)
-    {
-        Some(dir) if Path::new(dir).is_absolute() => Ok(PathBuf::from(dir)),
-        Some(dir) => Err(Error::invalid(
-            "SPILO_CONFIGURATION",
-            format!("postgresql.data_dir {dir:?} is not absolute"),
-        )),
-        None => Ok(layout.pg_data.clone()),
-    }
-}
 
 fn format_address(host: &str, port: u16) -> String {
     if host.contains(':') {
@@ -163,7 +148,7 @@ pub fn render(
     }
     let (bin_dir, pg_version) = postprocess(&env, &mut config, &user, probe)?;
     announce_live_parameters(&mut config);
-    let data_dir = data_dir(&user, &layout)?;
+    let data_dir = layout.data_dir(&user)?;
 
     let mut files = vec![OutFile::new(
         &layout.patroni_config,
@@ -354,7 +339,7 @@ fn announce_live_parameters(config: &mut Map<String, Value>) {
         .entry("tags")
         .or_insert_with(|| Value::Object(Map::new()));
     if let Value::Object(tags) = tags {
-        tags.insert(crate::live_parameters::TAG.into(), Value::Bool(true));
+        tags.insert(FOLLOWS_DCS_TAG.into(), Value::Bool(true));
     }
 }
 

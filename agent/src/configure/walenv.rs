@@ -1,7 +1,7 @@
 //! WAL storage: which backend a cluster (or its clone/standby source) uses, WAL-E or WAL-G, and the envdir
 //! files the WAL tools read (Patroni strips the environment, so envdirs are their only configuration).
 
-use crate::backup::engine::{Engine, ENGINE_FILE};
+use super::engine::{Engine, ENGINE_FILE};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 

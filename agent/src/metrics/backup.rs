@@ -40,14 +40,22 @@ struct State {
     continuity: Option<Continuity>,
 }
 
-/// The archive's continuity as last checked (see `backup::continuity`).
+/// The archive's continuity as last checked.
 #[derive(Debug, Clone, PartialEq)]
 struct Continuity {
     checked_at: f64,
-    missing: u64,
-    first_missing: Option<String>,
+    found: ArchiveCheck,
+}
+
+/// What the continuity monitor (`backup::monitor`) found, in the terms the metrics publish; the engine
+/// builds it, so the metrics do not depend on the engine's types.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArchiveCheck {
+    /// Files missing on the restore path; a path that cannot be followed at all counts as one.
+    pub missing: u64,
+    pub first_missing: Option<String>,
     /// Per timeline: end LSN (bytes) of the newest archived segment.
-    newest: Vec<(u32, u64)>,
+    pub newest: Vec<(u32, u64)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -105,18 +113,11 @@ impl BackupMetrics {
         });
     }
 
-    /// The archive's continuity from the oldest backup to the newest archived segment. A path that cannot
-    /// be followed at all (`problem`) counts as one missing file.
-    pub fn archive_continuity(&self, report: &crate::backup::continuity::Report) {
+    /// The archive's continuity from the oldest backup to the newest archived segment, checked now.
+    pub fn archive_continuity(&self, found: ArchiveCheck) {
         let c = Continuity {
             checked_at: unix(SystemTime::now()),
-            missing: report.missing_count + u64::from(report.problem.is_some()),
-            first_missing: report.missing.first().cloned(),
-            newest: report
-                .newest
-                .iter()
-                .map(|n| (n.timeline, n.end_lsn.0))
-                .collect(),
+            found,
         };
         self.with(|s| s.continuity = Some(c));
     }
@@ -228,9 +229,9 @@ impl BackupMetrics {
                  segment; a restore to the latest state would stop at the first",
                 g,
                 vec![],
-                c.missing as f64,
+                c.found.missing as f64,
             );
-            if let Some(first) = &c.first_missing {
+            if let Some(first) = &c.found.first_missing {
                 f.set(
                     "pgherd_wal_archive_first_gap_info",
                     "The first WAL file missing from the archive",
@@ -239,7 +240,7 @@ impl BackupMetrics {
                     1.0,
                 );
             }
-            for (tli, end) in &c.newest {
+            for (tli, end) in &c.found.newest {
                 f.set(
                     "pgherd_wal_archive_newest_end_lsn_bytes",
                     "End of the newest WAL segment archived per timeline (LSN as bytes)",

@@ -52,7 +52,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         remove_data_dir(&args.patroni.datadir)?;
         let mut cmd = command(&program, &args)?;
         // If Patroni cancels us, pg_basebackup must not keep copying into a directory nobody owns.
-        crate::supervise::children::die_with_parent(&mut cmd, nix::sys::signal::Signal::SIGTERM);
+        crate::process::children::die_with_parent(&mut cmd, nix::sys::signal::Signal::SIGTERM);
         let status = cmd
             .status()
             .with_context(|| format!("running {}", program.display()))?;

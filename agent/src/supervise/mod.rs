@@ -6,11 +6,9 @@
 //! and on shutdown stop Postgres cleanly within a bounded time, leaving no process behind.
 
 pub mod backoff;
-pub mod children;
 pub mod env;
 pub mod patroni;
 mod prepare;
-pub mod proctree;
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -23,8 +21,10 @@ use nix::unistd::Pid;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::configure::{self, Configured};
+use crate::process::{children, RunAs};
 use backoff::Backoff;
-use patroni::{Launch, RunAs};
+use patroni::Launch;
+use pgherd_shared::proctree;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {

@@ -6,8 +6,8 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use super::patroni::RunAs;
 use crate::configure::Configured;
+use crate::process::RunAs;
 
 /// Creates the data, log and runtime directories and hands PGROOT to the postgres user.
 /// PGDATA must be 0700 or postgres refuses to start; RW_DIR/tmp is shared scratch space (1777).

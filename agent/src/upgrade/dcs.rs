@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::plan::{Instruction, MemberReport, DCS_KEY};
 use super::StepResult;
-use crate::supervise::patroni::RunAs;
+use crate::process::RunAs;
 
 pub async fn read(api: &Client) -> StepResult<Option<Instruction>> {
     let config = api.config().await.map_err(|e| e.to_string())?;

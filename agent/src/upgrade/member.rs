@@ -97,7 +97,7 @@ impl Member {
         kill(Pid::from_raw(pid), Signal::SIGTERM)
             .map_err(|e| format!("signalling Patroni {pid}: {e}"))?;
         let deadline = Instant::now() + timeout;
-        while crate::supervise::proctree::alive(pid) {
+        while pgherd_shared::proctree::alive(pid) {
             if Instant::now() > deadline {
                 return Err(format!(
                     "Patroni {pid} did not exit within {timeout:?} after SIGTERM"

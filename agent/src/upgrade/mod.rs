@@ -9,7 +9,6 @@
 
 mod backup;
 pub mod checks;
-pub mod clone;
 mod dcs;
 mod failpoint;
 mod leader;
@@ -17,7 +16,6 @@ mod lock;
 pub mod member;
 pub mod pg;
 pub mod plan;
-pub mod private;
 pub mod replica;
 mod rsync;
 pub mod status;
@@ -29,7 +27,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use crate::configure::version::{bin_dir_for, Major};
-use crate::supervise::patroni::RunAs;
+use crate::process::RunAs;
 pub use failpoint::VAR as STOP_AT_VAR;
 use leader::Leader;
 use plan::{Instruction, LeaderFacts, Phase, Start};

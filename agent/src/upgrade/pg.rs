@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use crate::local::Local;
-use crate::supervise::patroni::RunAs;
+use crate::process::RunAs;
 
 /// What went wrong running a PostgreSQL program or query. Each message names what was attempted, so the
 /// one line the upgrade reports (docs/upgrade.md) says where it stopped.
@@ -79,7 +79,7 @@ impl Pg {
     pub fn run(&self, what: &str, mut cmd: Command) -> Result<Output> {
         tracing::debug!(?cmd, "running");
         // A killed upgrade must not leave pg_upgrade linking files behind the rollback's back.
-        crate::supervise::children::die_with_parent(&mut cmd, nix::sys::signal::Signal::SIGTERM);
+        crate::process::children::die_with_parent(&mut cmd, nix::sys::signal::Signal::SIGTERM);
         let out = cmd.output().map_err(|source| Error::Spawn {
             what: what.into(),
             program: cmd.get_program().to_owned(),

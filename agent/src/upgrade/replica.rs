@@ -13,7 +13,7 @@ use super::plan::{self, Instruction, MemberReport, ReplicaAction, ReplicaState};
 use super::status::StatusFile;
 use super::StepResult;
 use crate::configure::version::{bin_dir_for, Major};
-use crate::supervise::patroni::RunAs;
+use crate::process::RunAs;
 
 /// Starts the watcher as a child process (`pgherd-agent upgrade-watch`). Not a thread: `run` reaps every
 /// child of its own process as PID 1 must, which would steal the exit status of the commands the watcher
@@ -26,7 +26,7 @@ pub fn spawn_watcher() {
     };
     let mut cmd = std::process::Command::new(exe);
     cmd.arg("upgrade-watch").stdin(std::process::Stdio::null());
-    crate::supervise::children::die_with_parent(&mut cmd, nix::sys::signal::Signal::SIGTERM);
+    crate::process::children::die_with_parent(&mut cmd, nix::sys::signal::Signal::SIGTERM);
     if let Err(e) = cmd.spawn() {
         tracing::error!("cannot start the upgrade watcher: {e}");
     }

@@ -74,7 +74,7 @@ impl Daemon {
         pg.chown(&conf)?;
         let mut cmd = pg.command("rsync");
         // It holds the primary's PostgreSQL port: it must not outlive an upgrade process that is killed.
-        crate::supervise::children::die_with_parent(&mut cmd, nix::sys::signal::Signal::SIGTERM);
+        crate::process::children::die_with_parent(&mut cmd, nix::sys::signal::Signal::SIGTERM);
         cmd.args(["--daemon", "--no-detach"])
             .arg(format!("--config={}", conf.display()))
             .arg(format!("--log-file={}", dir.join("rsyncd.log").display()))

@@ -134,7 +134,7 @@ fn running_demo() -> Option<i32> {
         .trim()
         .parse()
         .ok()?;
-    pgherd_agent::supervise::proctree::alive(pid).then_some(pid)
+    pgherd_shared::proctree::alive(pid).then_some(pid)
 }
 
 /// Removes the pods, containers and network of a demo that was killed before it could clean up.

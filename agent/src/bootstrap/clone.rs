@@ -13,10 +13,10 @@ use crate::backup::catalog::Lsn;
 use crate::backup::continuity;
 use crate::configure::version::{bin_dir_for, Major};
 use crate::local::Local;
-use crate::supervise::patroni::RunAs;
+use crate::process::RunAs;
+use crate::upgrade::checks;
+use crate::upgrade::pg::{self, ClusterSettings, Pg};
 
-use super::checks;
-use super::pg::{self, ClusterSettings, Pg};
 use super::private::{PrivateDir, PrivateServer, Recovery};
 
 /// Why a clone could not be finished; each names what to do.

@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use super::pg::{self, Pg};
-use super::StepResult;
 use crate::backup::catalog::Lsn;
+use crate::upgrade::pg::{self, Pg};
+use crate::upgrade::StepResult;
 
 /// Where and how far to replay archived WAL (the clone's recovery target).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -199,7 +199,7 @@ impl PrivateServer {
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         // Patroni cancelling the bootstrap must not leave a postmaster on a directory it then removes.
-        crate::supervise::children::die_with_parent(&mut cmd, Signal::SIGQUIT);
+        crate::process::children::die_with_parent(&mut cmd, Signal::SIGQUIT);
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("starting {}/postgres: {e}", bin.display()))?;

@@ -12,13 +12,16 @@ use std::process::ExitCode;
 use anyhow::Context;
 use tokio_postgres::NoTls;
 
-use super::catalog::{self, Manifest, Target};
-use super::engine::{self, Engine};
-use super::settings::Settings;
-use super::store::{ObjectStore, Store};
-use super::{continuity, restore};
-use crate::upgrade::clone::{self, Restored};
-use crate::upgrade::private::Recovery;
+use crate::backup::catalog::{self, Manifest, Target};
+use crate::backup::settings::Settings;
+use crate::backup::store::{ObjectStore, Store};
+use crate::backup::{continuity, restore};
+use crate::configure::engine::Engine;
+use clone::Restored;
+use private::Recovery;
+
+pub mod clone;
+pub mod private;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct CloneArgs {
@@ -171,7 +174,7 @@ async fn find(
 }
 
 pub fn clone_with_wale(args: CloneArgs) -> anyhow::Result<ExitCode> {
-    let vars = engine::read_envdir(&args.envdir)?;
+    let vars = crate::envdir::read(&args.envdir)?;
     let engine = Engine::for_restore(&vars);
     if engine != Engine::Native {
         anyhow::bail!(
@@ -269,7 +272,7 @@ fn pin_version(envdir: &Path, version: &str) -> anyhow::Result<()> {
 }
 
 pub fn wale_restore(args: ReplicaArgs) -> anyhow::Result<ExitCode> {
-    let vars = engine::read_envdir(&args.envdir)?;
+    let vars = crate::envdir::read(&args.envdir)?;
     if Engine::for_restore(&vars) != Engine::Native {
         anyhow::bail!("{} selects a compatibility-mode engine; creating a replica from its backups needs that tool", args.envdir.display());
     }
