@@ -31,10 +31,11 @@ log() { printf '[build-images] %s\n' "$*" >&2; }
 now() { date +%s; }
 
 # Debian's rootful podman with runc (see .config/containers.conf), netavark/aardvark-dns for networks whose
-# containers find each other by name, and mmdebstrap for the base image.
+# containers find each other by name, mmdebstrap for the base image, and iproute2 for the container tests,
+# which fix each network bridge's MAC address (tests/src/podman.rs, Network::pin_bridge_address).
 # shellcheck source=scripts/apt.sh
 . "$repo/scripts/apt.sh"
-apt_ensure podman runc netavark aardvark-dns iptables mmdebstrap
+apt_ensure podman runc netavark aardvark-dns iptables mmdebstrap iproute2
 
 build_base() {
   if podman image exists "$base"; then return; fi

@@ -87,7 +87,36 @@ impl Network {
             "sleep",
             "infinity",
         ])?;
+        network.pin_bridge_address()?;
         Ok(network)
+    }
+
+    /// Fixes the bridge's MAC address. A Linux bridge without one set takes the lowest MAC of its ports,
+    /// so a container joining or leaving can change the gateway's MAC under every other container, whose
+    /// ARP entry then points nowhere until it expires: 10 to 20 s in which nothing reaches the host (the
+    /// stand-in's API server, etcd, Garage). Seen as a deleted primary's Patroni that could not release
+    /// its leader lock while other pods were removed; netavark 1.4 (Debian 12) does not set one itself.
+    fn pin_bridge_address(&self) -> anyhow::Result<()> {
+        let bridge = run(&[
+            "network",
+            "inspect",
+            &self.name,
+            "--format",
+            "{{.NetworkInterface}}",
+        ])?;
+        let mac = std::fs::read_to_string(format!("/sys/class/net/{bridge}/address"))
+            .with_context(|| format!("reading the MAC address of bridge {bridge}"))?;
+        let out = std::process::Command::new("ip")
+            .args(["link", "set", "dev", &bridge, "address", mac.trim()])
+            .output()
+            .context("running ip (iproute2)")?;
+        anyhow::ensure!(
+            out.status.success(),
+            "ip link set dev {bridge} address {}: {}",
+            mac.trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Ok(())
     }
 
     fn holder(&self) -> String {

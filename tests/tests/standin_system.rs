@@ -84,7 +84,21 @@ async fn fail_over(sys: &System, password: &str, n: usize) -> anyhow::Result<()>
             .find(|p| name(p) != old && is_ready(p)))
     })
     .await
-    .map_err(|e| anyhow::anyhow!("{e:#}{}", sys.describe_pods("default")))?;
+    .map_err(|e| {
+        // Whether the old primary's Patroni released the leader lock: its writes to the leader ConfigMap
+        // and its pod, with the answers it got.
+        let writes: Vec<String> = sys
+            .api
+            .writes()
+            .into_iter()
+            .filter(|w| w.contains("-leader") || w.contains(&format!("/pods/{old}")))
+            .collect();
+        anyhow::anyhow!(
+            "{e:#}{}\n--- writes to leader objects and to {old}:\n{}",
+            sys.describe_pods("default"),
+            writes.join("\n")
+        )
+    })?;
     master_endpoints_at(sys, &pod_ip(&new_master)).await?;
     let rows = psql(
         &pod_ip(&new_master),

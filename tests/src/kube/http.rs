@@ -32,6 +32,9 @@ pub struct Shared {
     /// The last requests, `METHOD path?query [Accept] body: Content-Type by user`, for tests that check
     /// what a client asked.
     pub requests: Mutex<VecDeque<String>>,
+    /// The last writes with their time and answer (`time METHOD path?query by user -> status`): whether a
+    /// client's write was refused (a `409` on a stale resourceVersion) is what a failed failover test needs.
+    pub writes: Mutex<VecDeque<String>>,
     /// Every request, by user, verb and resource.
     pub counts: super::counts::Counter,
     /// Where `pods/{name}/log` comes from: the pod runner, while one runs.
@@ -271,10 +274,30 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body> {
     let Some(t) = t else {
         return not_found();
     };
-    match super::rest::resource(req, &shared, t, &accept).await {
+    let write = (req.method() != hyper::Method::GET).then(|| {
+        format!(
+            "{} {} by {}",
+            req.method(),
+            req.uri(),
+            user.as_deref().unwrap_or("-")
+        )
+    });
+    let resp = match super::rest::resource(req, &shared, t, &accept).await {
         Ok(r) => r,
         Err(e) => error(&e),
+    };
+    if let Some(line) = write {
+        let mut log = shared.writes.lock().unwrap_or_else(|e| e.into_inner());
+        if log.len() >= 2000 {
+            log.pop_front();
+        }
+        log.push_back(format!(
+            "{} {line} -> {}",
+            jiff::Timestamp::now(),
+            resp.status().as_u16()
+        ));
     }
+    resp
 }
 
 #[cfg(test)]

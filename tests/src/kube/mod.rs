@@ -146,6 +146,7 @@ impl ApiServer {
             server_address: server_address.clone(),
             bookmark_every: opts.bookmark_every,
             requests: Mutex::new(VecDeque::new()),
+            writes: Mutex::new(VecDeque::new()),
             counts: Default::default(),
             pod_logs: RwLock::new(None),
         });
@@ -220,6 +221,18 @@ impl ApiServer {
     /// Every request served so far, by user, verb and resource (cheap; `requests()` keeps only the last 2000).
     pub fn request_counts(&self) -> counts::RequestCounts {
         self.shared.counts.snapshot()
+    }
+
+    /// The writes served so far with their time and status (`time METHOD path?query by user -> status`),
+    /// oldest first, at most 2000.
+    pub fn writes(&self) -> Vec<String> {
+        self.shared
+            .writes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// The requests served so far (`METHOD path?query [Accept] body: Content-Type by user`), oldest first,
