@@ -120,12 +120,11 @@ impl Settings {
 
 /// Whether Patroni says this member leads: `primary` (Patroni 4), `master` (3), `standby_leader`.
 fn leads(role: &str) -> Option<bool> {
-    if pgherd_shared::patroni::is_primary_role(role) {
-        Some(false)
-    } else if role == "standby_leader" {
-        Some(true)
-    } else {
-        None
+    use pgherd_shared::patroni::Role;
+    match Role::of(role) {
+        Role::Primary => Some(false),
+        Role::StandbyLeader => Some(true),
+        _ => None,
     }
 }
 

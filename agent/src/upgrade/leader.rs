@@ -459,7 +459,8 @@ impl Leader {
         loop {
             match self.member.api.status().await {
                 Ok(s)
-                    if s.state == "running" && pgherd_shared::patroni::is_primary_role(&s.role) =>
+                    if s.state == "running"
+                        && pgherd_shared::patroni::Role::of(&s.role).is_primary() =>
                 {
                     break
                 }
@@ -546,7 +547,7 @@ impl Leader {
                     match self.member.api.status().await {
                         Ok(s)
                             if s.state == "running"
-                                && pgherd_shared::patroni::is_primary_role(&s.role) =>
+                                && pgherd_shared::patroni::Role::of(&s.role).is_primary() =>
                         {
                             Ok(true)
                         }
