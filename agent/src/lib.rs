@@ -7,6 +7,7 @@ pub mod backup;
 pub mod callbacks;
 pub mod configure;
 pub mod envdir;
+pub mod exit;
 pub mod incluster;
 pub mod live_parameters;
 pub mod local;

@@ -368,10 +368,13 @@ impl Leader {
         if from <= Phase::Backup {
             self.enter(Phase::Backup, "taking a base backup on the new major")
                 .await?;
-            let result = super::backup::push(&self.pg, &self.env, &self.member.config_path);
-            if result.starts_with("failed") || result.starts_with("could not") {
-                self.status.warn(format!("new base backup: {result}"));
-            }
+            let result = match super::backup::push(&self.pg, &self.env, &self.member.config_path) {
+                Ok(pushed) => pushed.to_string(),
+                Err(e) => {
+                    self.status.warn(format!("new base backup: {e}"));
+                    e.to_string()
+                }
+            };
             self.status.status.backup = Some(result);
         }
         if from <= Phase::Cleanup {
