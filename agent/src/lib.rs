@@ -8,6 +8,7 @@ pub mod bootstrap;
 pub mod callbacks;
 pub mod configure;
 pub mod envdir;
+pub mod exit;
 pub mod incluster;
 pub mod live_parameters;
 pub mod local;

@@ -4,8 +4,8 @@
 use clap::{Parser, Subcommand};
 use pgherd_agent::backup::cli as backup_cli;
 use pgherd_agent::{
-    bootstrap, callbacks, configure, envdir, logging, logical_backup, metrics, replica, status,
-    supervise, upgrade,
+    bootstrap, callbacks, configure, envdir, exit, logging, logical_backup, metrics, replica,
+    status, supervise, upgrade,
 };
 
 #[derive(Parser)]
@@ -70,7 +70,18 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            // --help and --version come here too, printed to stdout, and succeed.
+            let _ = err.print();
+            return if err.use_stderr() {
+                std::process::ExitCode::from(exit::USAGE)
+            } else {
+                std::process::ExitCode::SUCCESS
+            };
+        }
+    };
     logging::init(cli.log_json || logging::json_requested(), "info");
     let result = match cli.command {
         Command::Configure(args) => configure::main(args),
@@ -102,7 +113,7 @@ fn main() -> std::process::ExitCode {
         Err(err) => {
             // One line, most specific context first: the operator reads this in `kubectl logs`.
             eprintln!("pgherd-agent: error: {err:#}");
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(exit::FAILURE)
         }
     }
 }

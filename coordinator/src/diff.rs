@@ -29,7 +29,11 @@ pub fn drifted_paths(desired: &Value, live: &Value) -> Vec<String> {
 fn paths(desired: &Value, live: &Value, absent: Absent) -> Vec<String> {
     let mut out = Vec::new();
     walk("", desired, Some(live), absent, &mut out);
-    out.retain(|p| !p.starts_with(".metadata.annotations.pgherd.io/desired-hash"));
+    let hash = format!(
+        ".metadata.annotations.{}",
+        crate::reconcile::apply::HASH_ANNOTATION
+    );
+    out.retain(|p| !p.starts_with(&hash));
     out
 }
 
@@ -94,5 +98,27 @@ fn walk(path: &str, d: &Value, l: Option<&Value>, absent: Absent, out: &mut Vec<
         (dv, Some(lv)) if dv == lv => {}
         (Value::String(a), Some(Value::String(b))) if same_quantity(path, a, b) => {}
         _ => out.push(path.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reconcile::apply::HASH_ANNOTATION;
+    use serde_json::json;
+
+    /// The hash is written on every apply, so a stale one alone must never count as a change or drift.
+    #[test]
+    fn the_desired_hash_annotation_is_not_a_difference() {
+        let desired = json!({"metadata": {"annotations": {HASH_ANNOTATION: "new", "other": "x"}}});
+        let live = json!({"metadata": {"annotations": {HASH_ANNOTATION: "old", "other": "y"}}});
+        assert_eq!(
+            changed_paths(&desired, &live),
+            [".metadata.annotations.other"]
+        );
+        assert_eq!(
+            drifted_paths(&desired, &live),
+            [".metadata.annotations.other"]
+        );
     }
 }

@@ -44,6 +44,18 @@ pub fn pvc(cluster: &str, ordinal: u32) -> String {
 /// Volume claim template name (and hence PVC prefix).
 pub const DATA_VOLUME: &str = "pgdata";
 
+/// The pod label Patroni keeps set to each member's role, which the Services select on (the operator's
+/// `pod_role_label` and Spilo's `KUBERNETES_ROLE_LABEL` default).
+pub const ROLE_LABEL: &str = "spilo-role";
+
+/// [`ROLE_LABEL`]'s value on the primary. Patroni 4 names the role `primary`, but Services, users'
+/// selectors and scripts match `master`, so the label keeps Zalando's value (Spilo's
+/// `KUBERNETES_LEADER_LABEL_VALUE` and `KUBERNETES_STANDBY_LEADER_LABEL_VALUE` defaults).
+pub const PRIMARY_ROLE_VALUE: &str = "master";
+
+/// [`ROLE_LABEL`]'s value on a replica.
+pub const REPLICA_ROLE_VALUE: &str = "replica";
+
 /// Primary PDB from `pdb_name_format` (default `postgres-{cluster}-pdb`).
 pub fn primary_pdb(format: &str, cluster: &str) -> String {
     format_template(format, &[("cluster", cluster)])

@@ -34,7 +34,7 @@ pub struct Cluster {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 pub struct Member {
     pub name: String,
-    /// `leader`, `replica`, `sync_standby`, `standby_leader`, `quorum_standby`, …
+    /// Patroni's name for the role; [`Member::role`] reads it.
     pub role: String,
     /// `running`, `streaming`, `starting`, `stopped`, `crashed`, …
     pub state: String,
@@ -59,21 +59,71 @@ pub struct Member {
 /// configuration (`pgherd-agent`'s `live_parameters`); the coordinator then changes them without new pods.
 pub const FOLLOWS_DCS_TAG: &str = "pgherd_follows_dcs";
 
-/// The role of a running primary: Patroni 4 says `primary` where Patroni 3 said `master` (in `/patroni`,
-/// `/cluster` and callback arguments); every caller asks this instead of matching both names.
-pub fn is_primary_role(role: &str) -> bool {
-    matches!(role, "primary" | "master")
+/// A member's role as Patroni names it in `/patroni`, `/cluster` and callback arguments. Patroni 4 says
+/// `primary` where Patroni 3 said `master`; parsing here is the one place that knows both, so callers match
+/// variants instead of strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `primary` (Patroni 4) or `master` (Patroni 3): a running primary, in `/patroni` and callbacks.
+    Primary,
+    /// `leader`: the leader key holder of a non-standby cluster, as `/cluster` lists it.
+    Leader,
+    /// `standby_leader`: the leader of a standby cluster, replicating from outside.
+    StandbyLeader,
+    /// `replica`: an asynchronous replica.
+    Replica,
+    /// `sync_standby`: a synchronous replica.
+    SyncStandby,
+    /// `quorum_standby`: a replica in quorum-based synchronous replication (Patroni 4).
+    QuorumStandby,
+    /// Anything else (`uninitialized`, `demoted`, a role of a later Patroni): leads nothing, replicates
+    /// nothing we rely on.
+    Other,
 }
 
-/// The roles of the member holding the leader key: a primary, or a standby cluster's `standby_leader`
-/// (`/cluster` also says `leader`).
-pub fn is_leader_role(role: &str) -> bool {
-    is_primary_role(role) || matches!(role, "leader" | "standby_leader")
+impl Role {
+    pub fn of(role: &str) -> Self {
+        match role {
+            "primary" | "master" => Self::Primary,
+            "leader" => Self::Leader,
+            "standby_leader" => Self::StandbyLeader,
+            "replica" => Self::Replica,
+            "sync_standby" => Self::SyncStandby,
+            "quorum_standby" => Self::QuorumStandby,
+            _ => Self::Other,
+        }
+    }
+
+    pub fn is_primary(self) -> bool {
+        self == Self::Primary
+    }
+
+    /// Holds the leader key: a primary, or a standby cluster's leader.
+    pub fn is_leader(self) -> bool {
+        matches!(self, Self::Primary | Self::Leader | Self::StandbyLeader)
+    }
+
+    /// Replicates from this cluster's leader.
+    pub fn is_replica(self) -> bool {
+        matches!(
+            self,
+            Self::Replica | Self::SyncStandby | Self::QuorumStandby
+        )
+    }
+
+    /// A replica the primary waits for on commit, so the first one to promote loses nothing.
+    pub fn is_synchronous(self) -> bool {
+        matches!(self, Self::SyncStandby | Self::QuorumStandby)
+    }
 }
 
 impl Member {
+    pub fn role(&self) -> Role {
+        Role::of(&self.role)
+    }
+
     pub fn is_leader(&self) -> bool {
-        is_leader_role(&self.role)
+        self.role().is_leader()
     }
 
     /// Applies DCS values of local Postgres parameters itself ([`FOLLOWS_DCS_TAG`]).
@@ -257,11 +307,32 @@ mod tests {
     #[test]
     fn both_patroni_generations_name_the_primary() {
         for role in ["primary", "master"] {
-            assert!(is_primary_role(role) && is_leader_role(role), "{role}");
+            let r = Role::of(role);
+            assert!(r.is_primary() && r.is_leader() && !r.is_replica(), "{role}");
         }
-        assert!(!is_primary_role("standby_leader") && is_leader_role("standby_leader"));
-        for role in ["replica", "sync_standby", "quorum_standby", ""] {
-            assert!(!is_primary_role(role) && !is_leader_role(role), "{role}");
+        let standby_leader = Role::of("standby_leader");
+        assert!(!standby_leader.is_primary() && standby_leader.is_leader());
+        assert!(Role::of("leader").is_leader() && !Role::of("leader").is_primary());
+        for role in ["replica", "sync_standby", "quorum_standby"] {
+            let r = Role::of(role);
+            assert!(
+                !r.is_primary() && !r.is_leader() && r.is_replica(),
+                "{role}"
+            );
+        }
+        for role in ["uninitialized", "demoted", ""] {
+            let r = Role::of(role);
+            assert_eq!(r, Role::Other, "{role}");
+            assert!(!r.is_leader() && !r.is_replica(), "{role}");
+        }
+    }
+
+    #[test]
+    fn only_synchronous_replicas_are_synchronous() {
+        assert!(Role::of("sync_standby").is_synchronous());
+        assert!(Role::of("quorum_standby").is_synchronous());
+        for role in ["replica", "leader", "primary", "master", "standby_leader"] {
+            assert!(!Role::of(role).is_synchronous(), "{role}");
         }
     }
 

@@ -21,12 +21,11 @@ use crate::local::Local;
 
 /// Whether this member should take the scheduled backup. Pure.
 pub fn should_run(role: &str, from_replica: bool) -> bool {
-    let leader = pgherd_shared::patroni::is_primary_role(role);
-    let replica = matches!(role, "replica" | "sync_standby" | "quorum_standby");
+    let role = pgherd_shared::patroni::Role::of(role);
     if from_replica {
-        replica
+        role.is_replica()
     } else {
-        leader
+        role.is_primary()
     }
 }
 

@@ -26,6 +26,7 @@
 
 use std::process::ExitCode;
 
+use pgherd_shared::naming;
 use serde_json::{json, Value};
 
 use crate::incluster::{self, InCluster};
@@ -105,9 +106,12 @@ impl Settings {
             .filter(|h| !h.is_empty())
             .ok_or(Error::PodName)?;
         Ok(Settings {
-            label: or("KUBERNETES_ROLE_LABEL", "spilo-role"),
-            leader_value: or("KUBERNETES_LEADER_LABEL_VALUE", "master"),
-            standby_leader_value: or("KUBERNETES_STANDBY_LEADER_LABEL_VALUE", "master"),
+            label: or("KUBERNETES_ROLE_LABEL", naming::ROLE_LABEL),
+            leader_value: or("KUBERNETES_LEADER_LABEL_VALUE", naming::PRIMARY_ROLE_VALUE),
+            standby_leader_value: or(
+                "KUBERNETES_STANDBY_LEADER_LABEL_VALUE",
+                naming::PRIMARY_ROLE_VALUE,
+            ),
             namespace: env("POD_NAMESPACE")
                 .filter(|n| !n.is_empty())
                 .or(namespace_file)
@@ -120,12 +124,11 @@ impl Settings {
 
 /// Whether Patroni says this member leads: `primary` (Patroni 4), `master` (3), `standby_leader`.
 fn leads(role: &str) -> Option<bool> {
-    if pgherd_shared::patroni::is_primary_role(role) {
-        Some(false)
-    } else if role == "standby_leader" {
-        Some(true)
-    } else {
-        None
+    use pgherd_shared::patroni::Role;
+    match Role::of(role) {
+        Role::Primary => Some(false),
+        Role::StandbyLeader => Some(true),
+        _ => None,
     }
 }
 

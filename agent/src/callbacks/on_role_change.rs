@@ -51,7 +51,7 @@ pub fn split(rest: &[OsString]) -> anyhow::Result<Invocation<'_>> {
 
 /// Whether this invocation is a promotion to primary (Patroni 4 says `primary`, 3 says `master`).
 pub fn is_promotion(inv: &Invocation) -> bool {
-    inv.action == "on_role_change" && pgherd_shared::patroni::is_primary_role(&inv.role)
+    inv.action == "on_role_change" && pgherd_shared::patroni::Role::of(&inv.role).is_primary()
 }
 
 pub fn main(args: Args) -> anyhow::Result<ExitCode> {

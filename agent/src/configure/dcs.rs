@@ -1,5 +1,6 @@
 //! The DCS section of the Patroni configuration, from `<DCS>_<PARAM>` variables or the Kubernetes API.
 
+use pgherd_shared::naming;
 use serde_json::{json, Map, Value};
 
 use super::env::{yaml_error, Env, Legacy};
@@ -18,9 +19,12 @@ pub const PATRONI_DCS: [&str; 6] = [
 
 /// Spilo's defaults for the `KUBERNETES_*` placeholders; all of them end up in the `kubernetes:` section.
 const KUBERNETES_DEFAULTS: [(&str, &str); 8] = [
-    ("KUBERNETES_ROLE_LABEL", "spilo-role"),
-    ("KUBERNETES_LEADER_LABEL_VALUE", "master"),
-    ("KUBERNETES_STANDBY_LEADER_LABEL_VALUE", "master"),
+    ("KUBERNETES_ROLE_LABEL", naming::ROLE_LABEL),
+    ("KUBERNETES_LEADER_LABEL_VALUE", naming::PRIMARY_ROLE_VALUE),
+    (
+        "KUBERNETES_STANDBY_LEADER_LABEL_VALUE",
+        naming::PRIMARY_ROLE_VALUE,
+    ),
     ("KUBERNETES_SCOPE_LABEL", "version"),
     ("KUBERNETES_LABELS", r#"{"application": "spilo"}"#),
     ("KUBERNETES_USE_CONFIGMAPS", ""),

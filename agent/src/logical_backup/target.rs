@@ -2,6 +2,7 @@
 //! reads locally and spares the network), else any running replica, else the primary (`spilo-role=master`).
 //! The decision is a pure function of the cluster's pod list; [`find`] only fetches that list.
 
+use pgherd_shared::naming;
 use serde_json::Value;
 
 use crate::incluster::{self, InCluster};
@@ -37,7 +38,7 @@ pub fn choose(pods: &Value, node: Option<&str>) -> Option<Target> {
     let items = pods["items"].as_array()?;
     let usable = |role: &'static str| {
         items.iter().filter(move |p| {
-            p["metadata"]["labels"]["spilo-role"].as_str() == Some(role)
+            p["metadata"]["labels"][naming::ROLE_LABEL].as_str() == Some(role)
                 && p["status"]["phase"].as_str() == Some("Running")
                 && p["metadata"]["deletionTimestamp"].is_null()
                 && p["status"]["podIP"]
@@ -46,10 +47,10 @@ pub fn choose(pods: &Value, node: Option<&str>) -> Option<Target> {
         })
     };
     let on_node = |p: &&Value| node.is_some() && p["spec"]["nodeName"].as_str() == node;
-    let pick = usable("replica")
+    let pick = usable(naming::REPLICA_ROLE_VALUE)
         .find(on_node)
-        .or_else(|| usable("replica").next())
-        .or_else(|| usable("master").next())?;
+        .or_else(|| usable(naming::REPLICA_ROLE_VALUE).next())
+        .or_else(|| usable(naming::PRIMARY_ROLE_VALUE).next())?;
     Some(Target {
         pod: pick["metadata"]["name"]
             .as_str()

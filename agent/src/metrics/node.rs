@@ -59,7 +59,7 @@ fn add_status(s: &patroni::Status, f: &mut Families) {
         "1 when this member holds the leader key (primary or standby leader)",
         g,
         vec![],
-        pgherd_shared::patroni::is_leader_role(&s.role) as u8 as f64,
+        pgherd_shared::patroni::Role::of(&s.role).is_leader() as u8 as f64,
     );
     f.set(
         "pgherd_patroni_role",

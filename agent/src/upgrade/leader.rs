@@ -368,10 +368,13 @@ impl Leader {
         if from <= Phase::Backup {
             self.enter(Phase::Backup, "taking a base backup on the new major")
                 .await?;
-            let result = super::backup::push(&self.pg, &self.env, &self.member.config_path);
-            if result.starts_with("failed") || result.starts_with("could not") {
-                self.status.warn(format!("new base backup: {result}"));
-            }
+            let result = match super::backup::push(&self.pg, &self.env, &self.member.config_path) {
+                Ok(pushed) => pushed.to_string(),
+                Err(e) => {
+                    self.status.warn(format!("new base backup: {e}"));
+                    e.to_string()
+                }
+            };
             self.status.status.backup = Some(result);
         }
         if from <= Phase::Cleanup {
@@ -459,7 +462,8 @@ impl Leader {
         loop {
             match self.member.api.status().await {
                 Ok(s)
-                    if s.state == "running" && pgherd_shared::patroni::is_primary_role(&s.role) =>
+                    if s.state == "running"
+                        && pgherd_shared::patroni::Role::of(&s.role).is_primary() =>
                 {
                     break
                 }
@@ -546,7 +550,7 @@ impl Leader {
                     match self.member.api.status().await {
                         Ok(s)
                             if s.state == "running"
-                                && pgherd_shared::patroni::is_primary_role(&s.role) =>
+                                && pgherd_shared::patroni::Role::of(&s.role).is_primary() =>
                         {
                             Ok(true)
                         }

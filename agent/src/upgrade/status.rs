@@ -26,7 +26,7 @@ pub struct Status {
     pub phases: Vec<PhaseRecord>,
     /// Non-fatal problems (an extension that could not be updated, a backup that could not be taken …).
     pub warnings: Vec<String>,
-    /// `taken`, `skipped: …` or `failed: …`.
+    /// `taken`, `skipped: …`, `could not run: …` or `failed (…): …`.
     pub backup: Option<String>,
     /// The replicas' last reports (state and error), as in the DCS.
     #[serde(default)]

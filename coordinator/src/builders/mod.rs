@@ -39,8 +39,8 @@ pub enum Role {
 impl Role {
     pub fn as_str(self) -> &'static str {
         match self {
-            Role::Master => "master",
-            Role::Replica => "replica",
+            Role::Master => pgherd_shared::naming::PRIMARY_ROLE_VALUE,
+            Role::Replica => pgherd_shared::naming::REPLICA_ROLE_VALUE,
         }
     }
 }

@@ -245,7 +245,7 @@ impl OperatorConfig {
             super_username,
 
             cluster_domain: s(&k.cluster_domain, "cluster.local"),
-            pod_role_label: s(&k.pod_role_label, "spilo-role"),
+            pod_role_label: s(&k.pod_role_label, pgherd_shared::naming::ROLE_LABEL),
             cluster_labels: k
                 .cluster_labels
                 .clone()

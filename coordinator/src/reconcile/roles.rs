@@ -99,7 +99,7 @@ async fn primary<A: KubeApi>(
         .await?;
     let master = pods.iter().find_map(|p| {
         let labels = p.pointer("/metadata/labels")?;
-        (labels.get(&cfg.pod_role_label)?.as_str()? == "master")
+        (labels.get(&cfg.pod_role_label)?.as_str()? == crate::builders::Role::Master.as_str())
             .then(|| p.pointer("/status/podIP")?.as_str().map(String::from))?
     });
     let ready = pods.iter().any(|p| {

@@ -119,7 +119,7 @@ fn addresses(pods: &[Value], role_label: &str) -> Vec<MemberAddr> {
                 .pointer("/metadata/labels")
                 .and_then(|l| l.get(role_label))
                 .and_then(Value::as_str)
-                == Some("master");
+                == Some(crate::builders::Role::Master.as_str());
             Some((!master, MemberAddr { pod, ip }))
         })
         .collect();

@@ -129,7 +129,7 @@ pub fn switchover_candidate<'a>(
         })
         .collect();
     candidates.sort_by_key(|m| {
-        let sync = matches!(m.role.as_str(), "sync_standby" | "quorum_standby");
+        let sync = m.role().is_synchronous();
         (!sync, m.lag_bytes().unwrap_or(u64::MAX), m.name.clone())
     });
     candidates.first().copied()
