@@ -8,7 +8,8 @@ use std::str::FromStr;
 use async_compression::tokio::bufread::{
     GzipDecoder, GzipEncoder, Lz4Decoder, Lz4Encoder, ZstdDecoder, ZstdEncoder,
 };
-use tokio::io::{AsyncBufRead, AsyncRead};
+use tokio::io::{AsyncBufRead, AsyncRead, AsyncReadExt};
+use tokio::runtime::Handle;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Codec {
@@ -59,6 +60,22 @@ impl Codec {
             Codec::Gzip => Box::pin(GzipDecoder::new(input)),
         }
     }
+
+    /// `data` compressed at once, for a whole file in memory (a WAL segment) that must not hold up the event
+    /// loop: call it on a blocking-pool thread (on a runtime's own thread it panics). The input never waits
+    /// on I/O, so the runtime's handle drives the same encoder as [`Codec::encoder`]: the same bytes.
+    pub fn compress(self, data: &[u8]) -> std::io::Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(data.len() / 4);
+        Handle::current().block_on(self.encoder(data).read_to_end(&mut out))?;
+        Ok(out)
+    }
+
+    /// `data` decompressed, blocking the calling thread, like [`Codec::compress`].
+    pub fn decompress(self, data: &[u8]) -> std::io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        Handle::current().block_on(self.decoder(data).read_to_end(&mut out))?;
+        Ok(out)
+    }
 }
 
 #[cfg(test)]
@@ -86,6 +103,20 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(back, data, "{codec:?} round-trips");
+            let (whole, restored) = {
+                let (data, compressed) = (data.clone(), compressed.clone());
+                tokio::task::spawn_blocking(move || {
+                    (codec.compress(&data), codec.decompress(&compressed))
+                })
+                .await
+                .unwrap()
+            };
+            assert_eq!(
+                whole.unwrap(),
+                compressed,
+                "{codec:?}: the same bytes as the stream"
+            );
+            assert_eq!(restored.unwrap(), data, "{codec:?} decompresses whole");
             assert_eq!(codec.name().parse::<Codec>().unwrap(), codec);
         }
     }

@@ -4,7 +4,9 @@
 //! endpoint discovery) for every 16 MiB segment costs more than the upload itself under load. When the agent
 //! runs, the per-segment process instead asks it to do the work: one long-lived client, and while one segment
 //! uploads, the next segments already marked `.ready` upload in parallel, so a backlog drains at the speed
-//! of the network rather than one round trip at a time. Without the agent (or if it does not answer), the
+//! of the network rather than one round trip at a time. Hashing and (de)compression run on blocking threads
+//! (see [`wal`]), not on `run`'s single event-loop thread, which stays free for PID 1's signals and reaping;
+//! so look-ahead uploads also compress in parallel. Without the agent (or if it does not answer), the
 //! command uploads directly; the result is the same objects.
 
 use std::collections::{BTreeMap, BTreeSet};
