@@ -134,6 +134,16 @@ impl<S: ObjectStore + Clone + 'static> Server<S> {
         })
     }
 
+    /// A server that archives to and restores from `store` whatever the envdir.
+    #[cfg(test)]
+    pub(crate) fn in_memory(data_dir: PathBuf, store: S) -> Arc<Self> {
+        let open: Open<S> = Box::new(move |_| {
+            let store = store.clone();
+            Box::pin(async move { Ok(store) })
+        });
+        Self::with_stores(data_dir, None, open)
+    }
+
     /// Listens on `path` until the task is dropped. The socket is made accessible to `owner` only.
     pub async fn serve(
         self: Arc<Self>,
@@ -422,12 +432,7 @@ mod tests {
             std::fs::write(dir.path().join("pg_wal").join(segment(i)), [i as u8; 512]).unwrap();
             std::fs::write(status.join(format!("{}.ready", segment(i))), "").unwrap();
         }
-        let store = store.clone();
-        let open: Open<MemStore> = Box::new(move |_| {
-            let store = store.clone();
-            Box::pin(async move { Ok(store) })
-        });
-        let server = Server::with_stores(dir.path().to_path_buf(), None, open);
+        let server = Server::in_memory(dir.path().to_path_buf(), store.clone());
         (dir, server)
     }
 
