@@ -8,7 +8,8 @@ use std::str::FromStr;
 use async_compression::tokio::bufread::{
     GzipDecoder, GzipEncoder, Lz4Decoder, Lz4Encoder, ZstdDecoder, ZstdEncoder,
 };
-use tokio::io::{AsyncBufRead, AsyncRead};
+use tokio::io::{AsyncBufRead, AsyncRead, AsyncReadExt};
+use tokio::runtime::Handle;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Codec {
@@ -59,6 +60,105 @@ impl Codec {
             Codec::Gzip => Box::pin(GzipDecoder::new(input)),
         }
     }
+
+    /// `data` compressed at once, for a whole file in memory (a WAL segment) that must not hold up the event
+    /// loop: call it on a blocking-pool thread (on a runtime's own thread it panics). The input never waits
+    /// on I/O, so the runtime's handle drives the same encoder as [`Codec::encoder`]: the same bytes.
+    pub fn compress(self, data: &[u8]) -> std::io::Result<Vec<u8>> {
+        #[cfg(test)]
+        hold::reached(data);
+        let mut out = Vec::with_capacity(data.len() / 4);
+        Handle::current().block_on(self.encoder(data).read_to_end(&mut out))?;
+        Ok(out)
+    }
+
+    /// `data` decompressed, blocking the calling thread, like [`Codec::compress`].
+    pub fn decompress(self, data: &[u8]) -> std::io::Result<Vec<u8>> {
+        #[cfg(test)]
+        hold::reached(data);
+        let mut out = Vec::new();
+        Handle::current().block_on(self.decoder(data).read_to_end(&mut out))?;
+        Ok(out)
+    }
+}
+
+/// Stops a (de)compression of chosen content until the test releases it: what the event loop does while
+/// a WAL file is being compressed is then observed deterministically, not by timing.
+#[cfg(test)]
+pub mod hold {
+    use std::sync::{Arc, Condvar, Mutex, Weak};
+    use std::time::Duration;
+
+    /// How long a held (de)compression waits to be released: it bounds only how long a test that
+    /// never releases it (its event loop blocked by this very wait) takes to fail.
+    const PATIENCE: Duration = Duration::from_secs(20);
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum State {
+        Armed,
+        Held,
+        Released,
+        GaveUp,
+    }
+
+    pub struct Hold {
+        input: Vec<u8>,
+        state: Mutex<State>,
+        changed: Condvar,
+    }
+
+    static HOLDS: Mutex<Vec<Weak<Hold>>> = Mutex::new(Vec::new());
+
+    /// Holds the next (de)compression whose input is exactly `input`, for as long as the result lives.
+    pub fn on(input: &[u8]) -> Arc<Hold> {
+        let hold = Arc::new(Hold {
+            input: input.to_vec(),
+            state: Mutex::new(State::Armed),
+            changed: Condvar::new(),
+        });
+        HOLDS.lock().unwrap().push(Arc::downgrade(&hold));
+        hold
+    }
+
+    pub(super) fn reached(input: &[u8]) {
+        let hold = HOLDS
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(Weak::upgrade)
+            .find(|h| h.input == input);
+        let Some(hold) = hold else { return };
+        let mut state = hold.state.lock().unwrap();
+        if *state != State::Armed {
+            return;
+        }
+        *state = State::Held;
+        hold.changed.notify_all();
+        let (mut state, waited) = hold
+            .changed
+            .wait_timeout_while(state, PATIENCE, |s| *s == State::Held)
+            .unwrap();
+        if waited.timed_out() {
+            *state = State::GaveUp;
+        }
+    }
+
+    impl Hold {
+        /// Whether the (de)compression has started (it may have given up waiting since).
+        pub fn reached(&self) -> bool {
+            *self.state.lock().unwrap() != State::Armed
+        }
+
+        /// Lets the held (de)compression go on. False when it was not waiting any more: it gave up, so
+        /// whatever the test did meanwhile happened only after the (de)compression.
+        pub fn release(&self) -> bool {
+            let mut state = self.state.lock().unwrap();
+            let held = *state == State::Held;
+            *state = State::Released;
+            self.changed.notify_all();
+            held
+        }
+    }
 }
 
 #[cfg(test)]
@@ -86,6 +186,20 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(back, data, "{codec:?} round-trips");
+            let (whole, restored) = {
+                let (data, compressed) = (data.clone(), compressed.clone());
+                tokio::task::spawn_blocking(move || {
+                    (codec.compress(&data), codec.decompress(&compressed))
+                })
+                .await
+                .unwrap()
+            };
+            assert_eq!(
+                whole.unwrap(),
+                compressed,
+                "{codec:?}: the same bytes as the stream"
+            );
+            assert_eq!(restored.unwrap(), data, "{codec:?} decompresses whole");
             assert_eq!(codec.name().parse::<Codec>().unwrap(), codec);
         }
     }

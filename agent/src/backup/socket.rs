@@ -4,7 +4,9 @@
 //! endpoint discovery) for every 16 MiB segment costs more than the upload itself under load. When the agent
 //! runs, the per-segment process instead asks it to do the work: one long-lived client, and while one segment
 //! uploads, the next segments already marked `.ready` upload in parallel, so a backlog drains at the speed
-//! of the network rather than one round trip at a time. Without the agent (or if it does not answer), the
+//! of the network rather than one round trip at a time. Hashing and (de)compression run on blocking threads
+//! (see [`wal`]), not on `run`'s single event-loop thread, which stays free for PID 1's signals and reaping;
+//! so look-ahead uploads also compress in parallel. Without the agent (or if it does not answer), the
 //! command uploads directly; the result is the same objects.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -130,6 +132,16 @@ impl<S: ObjectStore + Clone + 'static> Server<S> {
             inflight: Arc::new(Mutex::new(BTreeSet::new())),
             lookahead: Arc::new(Semaphore::new(LOOKAHEAD)),
         })
+    }
+
+    /// A server that archives to and restores from `store` whatever the envdir.
+    #[cfg(test)]
+    pub(crate) fn in_memory(data_dir: PathBuf, store: S) -> Arc<Self> {
+        let open: Open<S> = Box::new(move |_| {
+            let store = store.clone();
+            Box::pin(async move { Ok(store) })
+        });
+        Self::with_stores(data_dir, None, open)
     }
 
     /// Listens on `path` until the task is dropped. The socket is made accessible to `owner` only.
@@ -420,12 +432,7 @@ mod tests {
             std::fs::write(dir.path().join("pg_wal").join(segment(i)), [i as u8; 512]).unwrap();
             std::fs::write(status.join(format!("{}.ready", segment(i))), "").unwrap();
         }
-        let store = store.clone();
-        let open: Open<MemStore> = Box::new(move |_| {
-            let store = store.clone();
-            Box::pin(async move { Ok(store) })
-        });
-        let server = Server::with_stores(dir.path().to_path_buf(), None, open);
+        let server = Server::in_memory(dir.path().to_path_buf(), store.clone());
         (dir, server)
     }
 

@@ -40,6 +40,12 @@ pub enum Error {
     Corrupt { name: String, problem: String },
     #[error(transparent)]
     Store(#[from] store::Error),
+    /// The runtime shut down before the blocking pool ran the work.
+    #[error("{work} did not finish: {source}")]
+    Interrupted {
+        work: &'static str,
+        source: tokio::task::JoinError,
+    },
 }
 
 /// What a push did.
@@ -78,6 +84,21 @@ pub fn sha256_hex(data: &[u8]) -> String {
         .collect()
 }
 
+/// Runs `work` (hashing, compressing or decompressing a whole WAL file) on the blocking pool. `run`, PID 1,
+/// drives everything on one thread: its signal handling and child reaping, and the archive socket. A
+/// 16 MiB segment compressed there would stall them for as long as it takes.
+async fn off_runtime<T: Send + 'static>(
+    work: &'static str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|source| match source.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(source) => Error::Interrupted { work, source },
+        })
+}
+
 /// Archives the file at `path` (absolute) under its own name.
 pub async fn push(store: &impl ObjectStore, path: &Path) -> Result<Pushed, Error> {
     let name = path
@@ -88,11 +109,19 @@ pub async fn push(store: &impl ObjectStore, path: &Path) -> Result<Pushed, Error
     if !valid_name(&name) {
         return Err(Error::Name(name));
     }
-    let data = tokio::fs::read(path).await.map_err(|source| Error::Read {
+    let read_err = |source| Error::Read {
         path: path.display().to_string(),
         source,
-    })?;
-    let local = sha256_hex(&data);
+    };
+    let file = path.to_path_buf();
+    let (data, local) = off_runtime("reading and hashing", move || {
+        std::fs::read(&file).map(|data| {
+            let local = sha256_hex(&data);
+            (data, local)
+        })
+    })
+    .await?
+    .map_err(read_err)?;
     let key = store.settings().wal_key(&name);
     if let Some(meta) = store.head(&key).await? {
         let stored = meta.get("sha256").cloned().unwrap_or_default();
@@ -107,28 +136,20 @@ pub async fn push(store: &impl ObjectStore, path: &Path) -> Result<Pushed, Error
         };
     }
     let codec = store.settings().codec;
-    let mut compressed = Vec::with_capacity(data.len() / 4);
-    codec
-        .encoder(&data[..])
-        .read_to_end(&mut compressed)
-        .await
-        .map_err(|source| Error::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
+    let size = data.len() as u64;
+    let compressed = off_runtime("compression", move || codec.compress(&data))
+        .await?
+        .map_err(read_err)?;
     let meta: Metadata = [
         ("sha256".to_string(), local),
         ("codec".to_string(), codec.name().to_string()),
-        ("size".to_string(), data.len().to_string()),
+        ("size".to_string(), size.to_string()),
     ]
     .into_iter()
     .collect();
     let stored = compressed.len() as u64;
     store.put(&key, compressed, &meta).await?;
-    Ok(Pushed::Uploaded {
-        size: data.len() as u64,
-        stored,
-    })
+    Ok(Pushed::Uploaded { size, stored })
 }
 
 /// Restores WAL file `name` to `dest`. Returns `false` when the archive does not have it (the normal end
@@ -174,14 +195,15 @@ pub async fn fetch_bytes(store: &impl ObjectStore, name: &str) -> Result<Option<
     body.read_to_end(&mut compressed)
         .await
         .map_err(|e| corrupt(format!("download interrupted: {e}")))?;
-    let mut data = Vec::new();
-    codec
-        .decoder(&compressed[..])
-        .read_to_end(&mut data)
-        .await
-        .map_err(|e| corrupt(format!("cannot decompress: {e}")))?;
+    let (data, actual) = off_runtime("decompression", move || {
+        codec.decompress(&compressed).map(|data| {
+            let actual = sha256_hex(&data);
+            (data, actual)
+        })
+    })
+    .await?
+    .map_err(|e| corrupt(format!("cannot decompress: {e}")))?;
     let expected = meta.get("sha256").cloned().unwrap_or_default();
-    let actual = sha256_hex(&data);
     if expected != actual {
         return Err(corrupt(format!(
             "checksum mismatch (stored {expected}, content {actual})"

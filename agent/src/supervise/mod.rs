@@ -307,3 +307,6 @@ fn describe(status: &WaitStatus) -> String {
         other => format!("{other:?}"),
     }
 }
+
+#[cfg(test)]
+mod archiving_load;
