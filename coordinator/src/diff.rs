@@ -5,6 +5,10 @@
 
 use serde_json::Value;
 
+/// Annotation holding the hash of the object pgherd last applied (`reconcile::apply`): it differs whenever
+/// anything else does, so it is never a difference of its own.
+pub const HASH_ANNOTATION: &str = "pgherd.io/desired-hash";
+
 /// How a field pgherd sets but the live object lacks is counted.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Absent {
@@ -29,10 +33,7 @@ pub fn drifted_paths(desired: &Value, live: &Value) -> Vec<String> {
 fn paths(desired: &Value, live: &Value, absent: Absent) -> Vec<String> {
     let mut out = Vec::new();
     walk("", desired, Some(live), absent, &mut out);
-    let hash = format!(
-        ".metadata.annotations.{}",
-        crate::reconcile::apply::HASH_ANNOTATION
-    );
+    let hash = format!(".metadata.annotations.{HASH_ANNOTATION}");
     out.retain(|p| !p.starts_with(&hash));
     out
 }
@@ -59,10 +60,7 @@ fn same_quantity(path: &str, a: &str, b: &str) -> bool {
     if !is_quantity {
         return false;
     }
-    match (
-        crate::builders::quantity::parse(a),
-        crate::builders::quantity::parse(b),
-    ) {
+    match (crate::quantity::parse(a), crate::quantity::parse(b)) {
         (Some(x), Some(y)) => (x - y).abs() <= f64::EPSILON * x.abs().max(y.abs()) * 4.0,
         _ => false,
     }
@@ -104,7 +102,6 @@ fn walk(path: &str, d: &Value, l: Option<&Value>, absent: Absent, out: &mut Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reconcile::apply::HASH_ANNOTATION;
     use serde_json::json;
 
     /// The hash is written on every apply, so a stale one alone must never count as a change or drift.

@@ -1,5 +1,5 @@
 //! In-memory twin of a cluster's Postgres for reconcile tests: a catalog that each statement changes by its
-//! [`Effect`](crate::roles::catalog::Effect) (it never reads the SQL; the real server proves that in the
+//! [`Effect`](crate::roles::sql::Effect) (it never reads the SQL; the real server proves that in the
 //! stand-in tests), and the statements run so far.
 
 use std::collections::BTreeSet;

@@ -15,6 +15,7 @@ pub mod fake_patroni;
 pub mod fake_postgres;
 pub mod kube_api;
 pub mod leader;
+pub mod quantity;
 pub mod reconcile;
 pub mod render;
 pub mod roles;

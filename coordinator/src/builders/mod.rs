@@ -6,7 +6,6 @@
 pub mod env;
 pub mod logical_backup;
 pub mod pdb;
-pub mod quantity;
 pub mod rbac;
 pub mod resources;
 pub mod secrets;
@@ -172,6 +171,14 @@ impl<'a> Cluster<'a> {
             &self.name,
             &self.namespace,
         )
+    }
+
+    /// The credentials Secret name of a role the manifest, the roles duty or a prepared database names:
+    /// [`Cluster::secret_name`], and additionally lower-cased, since Kubernetes names are lower case where
+    /// upstream rejects a role name with capitals outright. Not checked here: the roles duty refuses names
+    /// that are not valid or that two roles would share (`roles::desired::unique_secret_names`).
+    pub fn role_secret_name(&self, role: &str) -> String {
+        self.secret_name(&role.to_ascii_lowercase())
     }
 
     pub fn annotation(&self, key: &str) -> Option<&str> {

@@ -10,9 +10,9 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use pgherd_shared::crd::postgresql::{ResourceDescription, Resources};
 use pgherd_shared::crd::validate::is_empty_resource;
 
-use super::quantity::{less, parse};
 use super::BuildError;
 use crate::config::OperatorConfig;
+use crate::quantity::{less, parse};
 
 /// Defaults for requests and limits (`cpu`, `memory`).
 #[derive(Clone, Debug, Default)]

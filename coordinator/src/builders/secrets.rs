@@ -94,7 +94,7 @@ pub fn secrets(c: &Cluster, passwords: &mut dyn PasswordSource) -> Vec<Secret> {
         .into_iter()
         .map(|user| Secret {
             metadata: ObjectMeta {
-                name: Some(crate::roles::desired::secret_name(c, &user)),
+                name: Some(c.role_secret_name(&user)),
                 namespace: Some(c.namespace.clone()),
                 labels: Some(c.labels()),
                 annotations: c.annotations(BTreeMap::new()),

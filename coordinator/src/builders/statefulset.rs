@@ -374,7 +374,7 @@ pub(super) fn pod_security_context(c: &Cluster) -> PodSecurityContext {
 
 fn volume_claim_template(c: &Cluster) -> Result<PersistentVolumeClaim, BuildError> {
     let v = &c.pg.spec.volume;
-    if super::quantity::parse(&v.size).is_none() {
+    if crate::quantity::parse(&v.size).is_none() {
         return Err(BuildError::field(
             "spec.volume.size",
             format!("could not parse volume size {:?}", v.size),

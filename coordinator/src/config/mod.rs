@@ -418,7 +418,7 @@ impl OperatorConfig {
             ("min_memory_limit", &self.min_memory_limit),
             ("max_memory_request", &self.max_memory_request),
         ] {
-            if !v.is_empty() && crate::builders::quantity::parse(v).is_none() {
+            if !v.is_empty() && crate::quantity::parse(v).is_none() {
                 return invalid(field, format!("{v:?} is not a resource quantity"));
             }
         }

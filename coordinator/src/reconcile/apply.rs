@@ -14,11 +14,9 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::builders::DesiredObjects;
+use crate::diff::HASH_ANNOTATION;
 pub use crate::diff::{changed_paths, drifted_paths};
 use crate::kube_api::ObjectKey;
-
-/// Annotation holding the hash of the object pgherd last applied.
-pub const HASH_ANNOTATION: &str = "pgherd.io/desired-hash";
 
 /// An object to write, in creation order.
 #[derive(Clone, Debug, PartialEq)]

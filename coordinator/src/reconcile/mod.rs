@@ -302,7 +302,7 @@ async fn sync<A: KubeApi>(
     sts_existed: &mut bool,
     ready: &mut i32,
     last_logical_backup: &mut Option<Timestamp>,
-) -> Result<(RollingOutcome, roles::RolesStatus), ReconcileError> {
+) -> Result<(RollingOutcome, status::RolesStatus), ReconcileError> {
     let namespace = namespace_of(pg);
     let inputs = external_inputs(ctx, cfg, &namespace).await?;
     let desired = {

@@ -8,24 +8,25 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use pgherd_shared::crd::Postgresql;
 use serde_json::Value;
 
+use super::status::RolesStatus;
 use super::{event, namespace_of, rotation, Context, ReconcileError};
 use crate::builders::{Cluster, ExternalInputs};
 use crate::config::OperatorConfig;
 use crate::kube_api::{EventType, Kind, KubeApi, ObjectKey};
-use crate::roles::catalog::{Effect, PgError, Postgres};
+use crate::roles::catalog::{PgError, Postgres};
 use crate::roles::desired::{desired, ExternalRoles};
 use crate::roles::diff::plan;
 use crate::roles::model::Role;
 use crate::roles::password::Encryption;
 use crate::roles::rotation::{add_rotation_roles, Policy};
 use crate::roles::server::Server;
+use crate::roles::sql::Effect;
 
 /// Opens a [`Postgres`] session; tests put an in-memory one here.
 pub trait Connector: Send + Sync {
@@ -38,41 +39,6 @@ pub struct ServerConnector;
 impl Connector for ServerConnector {
     fn connect(&self, host: &str, port: u16, user: &str, password: &str) -> Box<dyn Postgres> {
         Box::new(Server::new(host, port, user, password))
-    }
-}
-
-/// How the duty went, for the `RolesSynced` condition.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RolesStatus {
-    /// Everything the manifest declares exists (`applied` statements were needed for it); `warnings` say
-    /// what was left out on purpose (a shadowed or protected name, a missing Secret).
-    Synced {
-        applied: usize,
-        warnings: Vec<String>,
-    },
-    /// The duty does not run for this cluster, as upstream's sync skips it: a standby cluster (its roles
-    /// replicate from the source), no instances, or `enable_database_access` off.
-    Off(&'static str),
-    /// No pod is ready yet; the StatefulSet watch brings the next pass.
-    NoPrimary,
-    /// Not reached yet (a primary not labelled yet, Postgres not answering): retried soon.
-    Waiting(String),
-    /// The manifest cannot be turned into roles (`retry` false: a new manifest version is needed), or
-    /// statements failed (retried).
-    Failed { message: String, retry: bool },
-}
-
-impl RolesStatus {
-    /// When to look again, whatever the other duties say.
-    pub fn requeue(&self) -> Option<Duration> {
-        match self {
-            RolesStatus::Synced { .. }
-            | RolesStatus::Off(_)
-            | RolesStatus::NoPrimary
-            | RolesStatus::Failed { retry: false, .. } => None,
-            RolesStatus::Waiting(_) => Some(Duration::from_secs(15)),
-            RolesStatus::Failed { retry: true, .. } => Some(Duration::from_secs(60)),
-        }
     }
 }
 

@@ -79,7 +79,7 @@ fn world() -> (Context<FakeApi>, FakePostgres, Arc<Teams>) {
     (ctx, pg, teams)
 }
 
-async fn pass(ctx: &Context<FakeApi>, pg: &Postgresql) -> roles::RolesStatus {
+async fn pass(ctx: &Context<FakeApi>, pg: &Postgresql) -> status::RolesStatus {
     let current = ctx.api.postgresql(pg);
     reconcile(&current, ctx).await.unwrap();
     let cfg = ctx.config();
@@ -95,7 +95,7 @@ async fn roles_are_created_once_and_people_survive_a_teams_api_outage() {
     ctx.api.put_postgresql(&pg);
     let first = pass(&ctx, &pg).await;
     assert!(
-        matches!(first, roles::RolesStatus::Synced { .. }),
+        matches!(first, status::RolesStatus::Synced { .. }),
         "{first:?}"
     );
     let sql: Vec<String> = db.executed().into_iter().map(|(_, s)| s).collect();
@@ -133,7 +133,7 @@ async fn roles_are_created_once_and_people_survive_a_teams_api_outage() {
     teams.down.store(true, Ordering::SeqCst);
     let status = pass(&ctx, &pg).await;
     assert_eq!(db.executed().len(), n, "no role dropped or changed");
-    let roles::RolesStatus::Synced { warnings, .. } = status else {
+    let status::RolesStatus::Synced { warnings, .. } = status else {
         panic!("{status:?}");
     };
     assert!(
@@ -168,14 +168,14 @@ async fn without_a_primary_nothing_connects_and_the_duty_waits() {
     let status = pass(&ctx, &pg).await;
     assert_eq!(
         status,
-        roles::RolesStatus::Waiting("no pod is labelled master yet".into())
+        status::RolesStatus::Waiting("no pod is labelled master yet".into())
     );
     assert_eq!(status.requeue(), Some(std::time::Duration::from_secs(15)));
     // Not ready: the StatefulSet watch will say when; no requeue meanwhile.
     ctx.api
         .edit(&pod, |p| p["status"]["conditions"] = json!([]));
     let status = pass(&ctx, &pg).await;
-    assert_eq!(status, roles::RolesStatus::NoPrimary);
+    assert_eq!(status, status::RolesStatus::NoPrimary);
     assert_eq!(status.requeue(), None);
     assert!(db.executed().is_empty());
 }
@@ -191,7 +191,7 @@ async fn standby_clusters_and_disabled_database_access_are_left_alone() {
     ctx.api.put_postgresql(&pg);
     let status = pass(&ctx, &pg).await;
     assert!(
-        matches!(status, roles::RolesStatus::Off(r) if r.contains("standby")),
+        matches!(status, status::RolesStatus::Off(r) if r.contains("standby")),
         "{status:?}"
     );
     let condition = ctx.api.postgresql(&pg).status.unwrap();
@@ -208,6 +208,6 @@ async fn standby_clusters_and_disabled_database_access_are_left_alone() {
     cfg.raw.debug.as_mut().unwrap().enable_database_access = Some(false);
     *ctx.config.write().unwrap() = Arc::new(cfg);
     let status = pass(&ctx, &pg).await;
-    assert!(matches!(status, roles::RolesStatus::Off(_)), "{status:?}");
+    assert!(matches!(status, status::RolesStatus::Off(_)), "{status:?}");
     assert!(db.executed().is_empty(), "{:?}", db.executed());
 }

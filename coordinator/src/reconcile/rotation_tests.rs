@@ -64,7 +64,7 @@ fn world() -> World {
 }
 
 impl World {
-    async fn pass(&self, pg: &Postgresql) -> roles::RolesStatus {
+    async fn pass(&self, pg: &Postgresql) -> status::RolesStatus {
         reconcile(&self.ctx.api.postgresql(pg), &self.ctx)
             .await
             .unwrap();
@@ -115,7 +115,7 @@ async fn users_rotate_on_their_date_and_old_rotation_users_expire() {
     // First pass: the roles exist, the rotating users' Secrets get a date one interval away.
     let first = w.pass(&pg).await;
     assert!(
-        matches!(first, roles::RolesStatus::Synced { .. }),
+        matches!(first, status::RolesStatus::Synced { .. }),
         "{first:?}"
     );
     let (user, app_pw, next) = w.secret("app");
@@ -213,7 +213,7 @@ async fn a_refused_rotation_role_keeps_its_secret_and_does_not_hold_up_others() 
     w.db.refuse(Some("CREATE ROLE \"app270105\""));
     let status = w.pass(&pg).await;
     assert!(
-        matches!(&status, roles::RolesStatus::Failed { message, .. } if message.contains("app270105")),
+        matches!(&status, status::RolesStatus::Failed { message, .. } if message.contains("app270105")),
         "{status:?}"
     );
     // app's Secret still names app, whose login works; inplace rotated anyway.

@@ -6,6 +6,8 @@
 //! result is compared with the stored status so an unchanged cluster
 //! causes no status write.
 
+use std::time::Duration;
+
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use pgherd_shared::crd::status::phase;
@@ -51,7 +53,7 @@ pub struct Observed {
     /// an earlier error): no `RollingUpdate` condition then.
     pub rolling: Option<Rolling>,
     /// `None` when Postgres was not looked at: no `RolesSynced` condition then.
-    pub roles: Option<super::roles::RolesStatus>,
+    pub roles: Option<RolesStatus>,
     /// The logical backup CronJob's `status.lastSuccessfulTime`; `None` when
     /// there is none or it was not looked at. The status keeps the latest
     /// time it ever saw, so a CronJob recreated (or logical backups switched
@@ -97,9 +99,43 @@ fn set(
     });
 }
 
+/// How the duty went, for the `RolesSynced` condition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RolesStatus {
+    /// Everything the manifest declares exists (`applied` statements were needed for it); `warnings` say
+    /// what was left out on purpose (a shadowed or protected name, a missing Secret).
+    Synced {
+        applied: usize,
+        warnings: Vec<String>,
+    },
+    /// The duty does not run for this cluster, as upstream's sync skips it: a standby cluster (its roles
+    /// replicate from the source), no instances, or `enable_database_access` off.
+    Off(&'static str),
+    /// No pod is ready yet; the StatefulSet watch brings the next pass.
+    NoPrimary,
+    /// Not reached yet (a primary not labelled yet, Postgres not answering): retried soon.
+    Waiting(String),
+    /// The manifest cannot be turned into roles (`retry` false: a new manifest version is needed), or
+    /// statements failed (retried).
+    Failed { message: String, retry: bool },
+}
+
+impl RolesStatus {
+    /// When to look again, whatever the other duties say.
+    pub fn requeue(&self) -> Option<Duration> {
+        match self {
+            RolesStatus::Synced { .. }
+            | RolesStatus::Off(_)
+            | RolesStatus::NoPrimary
+            | RolesStatus::Failed { retry: false, .. } => None,
+            RolesStatus::Waiting(_) => Some(Duration::from_secs(15)),
+            RolesStatus::Failed { retry: true, .. } => Some(Duration::from_secs(60)),
+        }
+    }
+}
+
 /// The `RolesSynced` condition's message.
-pub fn roles_message(r: &super::roles::RolesStatus) -> String {
-    use super::roles::RolesStatus;
+pub fn roles_message(r: &RolesStatus) -> String {
     match r {
         RolesStatus::Synced { warnings, .. } if warnings.is_empty() => {
             "every role, database, schema and extension of the manifest exists".into()
@@ -201,7 +237,7 @@ pub fn next_status(
         set(&mut conditions, old, w, generation, now);
     }
     if let Some(r) = &obs.roles {
-        use super::roles::RolesStatus;
+        use RolesStatus;
         let (status, reason) = match r {
             RolesStatus::Synced { .. } => (true, "Synced"),
             RolesStatus::Off(_) => (true, "NotManaged"),

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use async_trait::async_trait;
 
 use super::model::Flag;
+use super::sql::{Effect, Statement};
 
 /// A role as `pg_authid` and friends describe it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -36,97 +37,6 @@ pub struct Current {
     pub databases: BTreeMap<String, CurrentDatabase>,
     /// `password_encryption` as the server has it.
     pub password_encryption: String,
-}
-
-/// What one statement changes in the catalog: the in-memory twin applies it, and tests use it to show that
-/// a plan, once carried out, leaves nothing to do.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Effect {
-    /// A role created, or changed: flags and memberships added, the password replaced (`Some`), one
-    /// setting set.
-    Role {
-        name: String,
-        flags: BTreeSet<Flag>,
-        password: Option<Option<String>>,
-        member_of: BTreeSet<String>,
-        parameter: Option<(String, String)>,
-    },
-    Database {
-        name: String,
-        owner: String,
-    },
-    Schema {
-        database: String,
-        name: String,
-        owner: String,
-    },
-    Extension {
-        database: String,
-        name: String,
-        schema: String,
-    },
-    DefaultPrivileges {
-        database: String,
-        creator: String,
-        schema: String,
-    },
-    DroppedRole(String),
-}
-
-impl Effect {
-    pub fn role(name: &str) -> Self {
-        Effect::Role {
-            name: name.into(),
-            flags: BTreeSet::new(),
-            password: None,
-            member_of: BTreeSet::new(),
-            parameter: None,
-        }
-    }
-
-    pub fn with_flags(mut self, f: &BTreeSet<Flag>) -> Self {
-        if let Effect::Role { flags, .. } = &mut self {
-            flags.extend(f.iter().copied());
-        }
-        self
-    }
-
-    pub fn with_password(mut self, hash: Option<&str>) -> Self {
-        if let Effect::Role { password, .. } = &mut self {
-            *password = Some(hash.map(String::from));
-        }
-        self
-    }
-
-    pub fn with_member_of(mut self, roles: &BTreeSet<String>) -> Self {
-        if let Effect::Role { member_of, .. } = &mut self {
-            member_of.extend(roles.iter().cloned());
-        }
-        self
-    }
-
-    pub fn with_parameter(mut self, key: &str, value: &str) -> Self {
-        if let Effect::Role { parameter, .. } = &mut self {
-            *parameter = Some((key.into(), value.into()));
-        }
-        self
-    }
-
-    pub fn schema(database: &str, name: &str, owner: &str) -> Self {
-        Effect::Schema {
-            database: database.into(),
-            name: name.into(),
-            owner: owner.into(),
-        }
-    }
-
-    pub fn extension(database: &str, name: &str, schema: &str) -> Self {
-        Effect::Extension {
-            database: database.into(),
-            name: name.into(),
-            schema: schema.into(),
-        }
-    }
 }
 
 impl Current {
@@ -204,7 +114,7 @@ pub trait Postgres: Send + Sync {
     /// default privileges); databases that do not exist are left out.
     async fn read(&self, databases: &BTreeSet<String>) -> Result<Current, PgError>;
     /// Runs one statement (its SQL may hold several, separated by `;`).
-    async fn execute(&self, statement: &super::sql::Statement) -> Result<(), PgError>;
+    async fn execute(&self, statement: &Statement) -> Result<(), PgError>;
 }
 
 pub const ROLES_SQL: &str =

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::model::{Database, Desired, Flag, Origin, Password, Role};
 use super::prepared::prepared;
+use super::settings::RoleSettings;
 use crate::builders::Cluster;
 use crate::config::OperatorConfig;
 
@@ -16,50 +17,6 @@ use crate::config::OperatorConfig;
 pub struct ExternalRoles {
     pub infrastructure: Vec<Role>,
     pub human: Vec<Role>,
-}
-
-/// The operator settings the role rules read, with upstream's defaults applied once (both the ConfigMap
-/// and the `OperatorConfiguration` format land in `cfg.raw`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RoleSettings {
-    pub super_username: String,
-    pub replication_username: String,
-    /// `team_admin_role`: ADMIN of manifest users, group of human users. Empty: none.
-    pub team_admin_role: String,
-    pub enable_admin_role_for_users: bool,
-    /// Never taken from the manifest, infrastructure roles or teams.
-    pub protected_role_names: Vec<String>,
-    pub additional_owner_roles: Vec<String>,
-    pub pam_role_name: String,
-    pub team_api_role_configuration: BTreeMap<String, String>,
-    pub enable_cross_namespace_secret: bool,
-}
-
-impl RoleSettings {
-    pub fn from_config(cfg: &OperatorConfig) -> Self {
-        let teams = cfg.raw.teams_api.clone().unwrap_or_default();
-        let users = cfg.raw.users.clone().unwrap_or_default();
-        let kubernetes = cfg.raw.kubernetes.clone().unwrap_or_default();
-        RoleSettings {
-            super_username: cfg.super_username.clone(),
-            replication_username: cfg.replication_username.clone(),
-            team_admin_role: teams.team_admin_role.unwrap_or_else(|| "admin".into()),
-            enable_admin_role_for_users: teams.enable_admin_role_for_users.unwrap_or(true),
-            // Upstream coalesces an empty list to the default (`pkg/controller/operator_config.go`).
-            protected_role_names: teams
-                .protected_role_names
-                .filter(|p| !p.is_empty())
-                .unwrap_or_else(|| vec!["admin".into(), "cron_admin".into()]),
-            additional_owner_roles: users.additional_owner_roles.unwrap_or_default(),
-            pam_role_name: cfg.pam_role_name.clone(),
-            team_api_role_configuration: teams
-                .team_api_role_configuration
-                .unwrap_or_else(|| BTreeMap::from([("log_statement".into(), "all".into())])),
-            enable_cross_namespace_secret: kubernetes
-                .enable_cross_namespace_secret
-                .unwrap_or(false),
-        }
-    }
 }
 
 /// The desired state plus what was left out on the way, for the caller to report as events.
@@ -141,14 +98,6 @@ pub struct DesiredErrors(pub Vec<DesiredError>);
 /// Postgres' `NAMEDATALEN - 1`.
 pub(crate) const MAX_IDENTIFIER_BYTES: usize = 63;
 
-/// The credentials Secret name of `role`: upstream's `secret_name_template` with `_` → `-`
-/// (`pkg/cluster/util.go` `credentialSecretNameForCluster`), and additionally lower-cased, since
-/// Kubernetes names are lower case where upstream rejects a role name with capitals outright. Not checked:
-/// see [`unique_secret_names`].
-pub fn secret_name(c: &Cluster, role: &str) -> String {
-    c.secret_name(&role.to_ascii_lowercase())
-}
-
 /// The credentials Secret name of each role (in the cluster's namespace), or an error when one is not a
 /// valid Kubernetes name or two roles would share one (`foo_bar` and `foo-bar`, `Data.Team` and
 /// `data.team`): upstream creates the first and hands its password to the second. For the Secrets builder,
@@ -161,7 +110,7 @@ pub fn unique_secret_names<'a>(
     let mut seen = Seen::default();
     let mut errors = Vec::new();
     for role in roles {
-        let secret = secret_name(c, role);
+        let secret = c.role_secret_name(role);
         let field = format!("role {role:?}");
         seen.check(role, &field, &c.namespace, &secret, &mut errors);
         names.insert(role.to_string(), secret);
@@ -403,7 +352,7 @@ fn system_roles(c: &Cluster, s: &RoleSettings) -> Vec<(Role, String)> {
             flags: flags.iter().copied().collect(),
             password: Password::Secret {
                 namespace: c.namespace.clone(),
-                name: secret_name(c, name),
+                name: c.role_secret_name(name),
             },
             member_of: BTreeSet::new(),
             admin: None,
@@ -445,7 +394,7 @@ fn manifest_roles(
         } else {
             Password::Secret {
                 namespace,
-                name: secret_name(c, name),
+                name: c.role_secret_name(name),
             }
         };
         let role = Role {

@@ -13,4 +13,5 @@ pub mod password;
 pub mod prepared;
 pub mod rotation;
 pub mod server;
+pub mod settings;
 pub mod sql;

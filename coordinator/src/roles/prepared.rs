@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use pgherd_shared::crd::postgresql::{PreparedDatabase, PreparedSchema};
 
-use super::desired::{secret_name, RoleSettings};
 use super::model::{Database, DefaultPrivileges, Extension, Flag, Origin, Password, Role, Schema};
+use super::settings::RoleSettings;
 use crate::builders::Cluster;
 
 /// Upstream hard-codes this as the admin of the database owner roles, whatever `team_admin_role` says.
@@ -229,7 +229,7 @@ impl Group<'_> {
                 password: if users {
                     Password::Secret {
                         namespace: self.namespace.clone(),
-                        name: secret_name(self.c, &name),
+                        name: self.c.role_secret_name(&name),
                     }
                 } else {
                     Password::Null

@@ -4,8 +4,98 @@
 
 use std::collections::BTreeSet;
 
-use super::catalog::Effect;
 use super::model::Flag;
+
+/// What one statement changes in the catalog: the in-memory twin applies it, and tests use it to show that
+/// a plan, once carried out, leaves nothing to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// A role created, or changed: flags and memberships added, the password replaced (`Some`), one
+    /// setting set.
+    Role {
+        name: String,
+        flags: BTreeSet<Flag>,
+        password: Option<Option<String>>,
+        member_of: BTreeSet<String>,
+        parameter: Option<(String, String)>,
+    },
+    Database {
+        name: String,
+        owner: String,
+    },
+    Schema {
+        database: String,
+        name: String,
+        owner: String,
+    },
+    Extension {
+        database: String,
+        name: String,
+        schema: String,
+    },
+    DefaultPrivileges {
+        database: String,
+        creator: String,
+        schema: String,
+    },
+    DroppedRole(String),
+}
+
+impl Effect {
+    pub fn role(name: &str) -> Self {
+        Effect::Role {
+            name: name.into(),
+            flags: BTreeSet::new(),
+            password: None,
+            member_of: BTreeSet::new(),
+            parameter: None,
+        }
+    }
+
+    pub fn with_flags(mut self, f: &BTreeSet<Flag>) -> Self {
+        if let Effect::Role { flags, .. } = &mut self {
+            flags.extend(f.iter().copied());
+        }
+        self
+    }
+
+    pub fn with_password(mut self, hash: Option<&str>) -> Self {
+        if let Effect::Role { password, .. } = &mut self {
+            *password = Some(hash.map(String::from));
+        }
+        self
+    }
+
+    pub fn with_member_of(mut self, roles: &BTreeSet<String>) -> Self {
+        if let Effect::Role { member_of, .. } = &mut self {
+            member_of.extend(roles.iter().cloned());
+        }
+        self
+    }
+
+    pub fn with_parameter(mut self, key: &str, value: &str) -> Self {
+        if let Effect::Role { parameter, .. } = &mut self {
+            *parameter = Some((key.into(), value.into()));
+        }
+        self
+    }
+
+    pub fn schema(database: &str, name: &str, owner: &str) -> Self {
+        Effect::Schema {
+            database: database.into(),
+            name: name.into(),
+            owner: owner.into(),
+        }
+    }
+
+    pub fn extension(database: &str, name: &str, schema: &str) -> Self {
+        Effect::Extension {
+            database: database.into(),
+            name: name.into(),
+            schema: schema.into(),
+        }
+    }
+}
 
 /// A quoted identifier: any name works, `foo-bar`, `Data.Team`, `a "b"`, a schema with a space.
 pub fn ident(name: &str) -> String {
