@@ -1,12 +1,13 @@
-//! The agent's modules form a tree a newcomer can draw: at every level of the module hierarchy, the
-//! sibling modules depend on each other without cycles (issue 15). This test reads the sources, derives
-//! the dependency graph from `crate::` and `super::` paths, fails on a cycle (naming the files whose
-//! imports close it), and keeps the drawn graph in docs/agent-modules.md true:
-//! `PGHERD_BLESS=1 cargo test -p pgherd-agent --test module_graph` rewrites it.
+//! The modules of the agent and of the coordinator form trees a newcomer can draw: at every level of the
+//! module hierarchy, sibling modules depend on each other without cycles (issue 15). This test reads the
+//! sources, derives each crate's dependency graph from `crate::` and `super::` paths, fails on a cycle
+//! (naming the files whose imports close it), and keeps the agent's drawn graph in docs/agent-modules.md
+//! true: `PGHERD_BLESS=1 cargo test -p pgherd-tests --test module_graph` rewrites it.
 //!
-//! Test-only code (`#[cfg(test)]` modules and the unit tests at the end of a file) may reach anywhere and
-//! is left out. The parse is textual on purpose: it needs no compiler internals and errs on the side of
-//! seeing an edge (a path in a string literal counts), never of missing one written as a path.
+//! Test-only code (`#[cfg(test)]` modules, the test twins behind `cfg(any(test, feature = "fake"))`,
+//! `*_tests.rs` files and the unit tests at the end of a file) may reach anywhere and is left out. The
+//! parse is textual on purpose: it needs no compiler internals and errs on the side of seeing an edge (a
+//! path in a string literal counts), never of missing one written as a path.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -20,8 +21,9 @@ struct Source {
     text: String,
 }
 
-fn src_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+/// The `src` directory of one of the workspace's crates.
+fn src_dir(krate: &str) -> PathBuf {
+    pgherd_tests::tools::repo_root().join(krate).join("src")
 }
 
 fn module_of(rel: &Path) -> Module {
@@ -36,9 +38,9 @@ fn module_of(rel: &Path) -> Module {
     parts
 }
 
-fn sources() -> Vec<Source> {
+fn sources(krate: &str) -> Vec<Source> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        for e in std::fs::read_dir(dir).expect("agent/src is readable") {
+        for e in std::fs::read_dir(dir).expect("the crate's src is readable") {
             let p = e.expect("directory entry").path();
             if p.is_dir() {
                 walk(&p, out);
@@ -47,14 +49,19 @@ fn sources() -> Vec<Source> {
             }
         }
     }
-    let root = src_dir();
+    let root = src_dir(krate);
     let mut files = Vec::new();
     walk(&root, &mut files);
     files.sort();
     files
         .into_iter()
-        // The binary is its own crate, on top of everything.
-        .filter(|f| f != &root.join("main.rs"))
+        // The binary is its own crate, on top of everything; `*_tests.rs` files are unit tests.
+        .filter(|f| {
+            f != &root.join("main.rs")
+                && !f
+                    .file_stem()
+                    .is_some_and(|s| s.to_string_lossy().ends_with("_tests"))
+        })
         .map(|file| Source {
             module: module_of(file.strip_prefix(&root).expect("below src")),
             text: std::fs::read_to_string(&file).expect("source is readable"),
@@ -63,21 +70,26 @@ fn sources() -> Vec<Source> {
         .collect()
 }
 
-/// Modules declared as `#[cfg(test)] mod x;` (test twins and helpers), by full path.
+/// Modules declared under `#[cfg(test)]` or `#[cfg(any(test, …))]` (test twins and helpers), by full path.
 fn test_only(sources: &[Source]) -> BTreeSet<Module> {
     let mut out = BTreeSet::new();
     for s in sources {
         let lines: Vec<&str> = s.text.lines().map(str::trim).collect();
-        for w in lines.windows(2) {
-            if w[0] == "#[cfg(test)]" {
-                let decl = w[1]
-                    .trim_start_matches("pub(crate) ")
-                    .trim_start_matches("pub ");
-                if let Some(name) = decl.strip_prefix("mod ").and_then(|d| d.strip_suffix(';')) {
-                    let mut m = s.module.clone();
-                    m.push(name.to_string());
-                    out.insert(m);
-                }
+        for (i, line) in lines.iter().enumerate() {
+            if !(line.starts_with("#[cfg(test)]") || line.starts_with("#[cfg(any(test")) {
+                continue;
+            }
+            // The item the attribute applies to, past any further attributes (`#[path = …]`).
+            let Some(decl) = lines[i + 1..].iter().find(|l| !l.starts_with("#[")) else {
+                continue;
+            };
+            let decl = decl
+                .trim_start_matches("pub(crate) ")
+                .trim_start_matches("pub ");
+            if let Some(name) = decl.strip_prefix("mod ").and_then(|d| d.strip_suffix(';')) {
+                let mut m = s.module.clone();
+                m.push(name.to_string());
+                out.insert(m);
             }
         }
     }
@@ -182,8 +194,8 @@ fn top_level_items(group: &str) -> Vec<&str> {
 /// Edges between sibling modules: (parent, from child, to child) → the files that make the edge.
 type Edges = BTreeMap<(Module, String, String), BTreeSet<String>>;
 
-fn sibling_edges() -> Edges {
-    let sources = sources();
+fn sibling_edges(krate: &str) -> Edges {
+    let sources = sources(krate);
     let known: BTreeSet<&Module> = sources.iter().map(|s| &s.module).collect();
     let tests = test_only(&sources);
     let is_test = |m: &Module| tests.iter().any(|t| m.starts_with(t));
@@ -194,7 +206,7 @@ fn sibling_edges() -> Edges {
         }
         let rel = s
             .file
-            .strip_prefix(src_dir())
+            .strip_prefix(src_dir(krate))
             .expect("below src")
             .display()
             .to_string();
@@ -306,14 +318,12 @@ fn render(edges: &Edges) -> String {
     out
 }
 
-const BEGIN: &str = "<!-- generated by agent/tests/module_graph.rs: begin -->\n";
-const END: &str = "<!-- generated by agent/tests/module_graph.rs: end -->";
+const BEGIN: &str = "<!-- generated by tests/tests/module_graph.rs: begin -->\n";
+const END: &str = "<!-- generated by tests/tests/module_graph.rs: end -->";
 
-#[test]
-fn sibling_modules_never_depend_on_each_other_in_a_cycle() {
-    let edges = sibling_edges();
-    let found = cycles(&edges);
-    let report: Vec<String> = found
+/// Each cycle, with the edges that close it and the files that make them.
+fn describe_cycles(krate: &str, edges: &Edges) -> Vec<String> {
+    cycles(edges)
         .iter()
         .map(|(parent, comp)| {
             let files: Vec<String> = edges
@@ -325,12 +335,20 @@ fn sibling_modules_never_depend_on_each_other_in_a_cycle() {
                 })
                 .collect();
             format!(
-                "in {}: {}\n{}",
+                "in {krate}'s {}: {}\n{}",
                 name(parent),
                 comp.join(", "),
                 files.join("\n")
             )
         })
+        .collect()
+}
+
+#[test]
+fn sibling_modules_never_depend_on_each_other_in_a_cycle() {
+    let report: Vec<String> = ["agent", "coordinator", "shared"]
+        .iter()
+        .flat_map(|k| describe_cycles(k, &sibling_edges(k)))
         .collect();
     assert!(
         report.is_empty(),
@@ -341,11 +359,14 @@ fn sibling_modules_never_depend_on_each_other_in_a_cycle() {
 
 #[test]
 fn the_drawn_module_graph_is_the_real_one() {
-    let doc_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/agent-modules.md");
+    let doc_path = pgherd_tests::tools::repo_root().join("docs/agent-modules.md");
     let doc = std::fs::read_to_string(&doc_path).expect("docs/agent-modules.md");
     let (head, rest) = doc.split_once(BEGIN).expect("the begin marker");
     let (_, tail) = rest.split_once(END).expect("the end marker");
-    let fresh = format!("{head}{BEGIN}{}{END}{tail}", render(&sibling_edges()));
+    let fresh = format!(
+        "{head}{BEGIN}{}{END}{tail}",
+        render(&sibling_edges("agent"))
+    );
     if std::env::var_os("PGHERD_BLESS").is_some() {
         std::fs::write(&doc_path, &fresh).expect("writing docs/agent-modules.md");
         return;
@@ -353,7 +374,7 @@ fn the_drawn_module_graph_is_the_real_one() {
     assert!(
         fresh == doc,
         "docs/agent-modules.md does not show the modules' real dependencies; run \
-         PGHERD_BLESS=1 cargo test -p pgherd-agent --test module_graph"
+         PGHERD_BLESS=1 cargo test -p pgherd-tests --test module_graph"
     );
 }
 
