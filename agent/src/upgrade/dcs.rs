@@ -2,6 +2,7 @@
 //! member's own REST API) and the one DCS write Patroni's REST API does not offer: resetting the
 //! `initialize` key so the new system identifier can be recorded.
 
+use std::future::Future;
 use std::path::Path;
 use std::time::Duration;
 
@@ -12,7 +13,39 @@ use super::plan::{Instruction, MemberReport, DCS_KEY};
 use super::StepResult;
 use crate::process::RunAs;
 
-pub async fn read(api: &Client) -> StepResult<Option<Instruction>> {
+/// The two calls the instruction channel makes on Patroni's dynamic configuration. A seam so the channel's
+/// rules (conflict retries, which keys a publish clears, reports kept or dropped) are tested in
+/// milliseconds against an in-memory twin; the upgrade tests on real Patroni stay the end-to-end proof.
+pub trait DynamicConfig: Sync {
+    /// `GET /config`.
+    fn config(&self) -> impl Future<Output = Result<Value, patroni::Error>> + Send;
+    /// `PATCH /config`: Patroni merges the body into what is stored; `null` removes a key.
+    fn patch_config(&self, body: &Value)
+        -> impl Future<Output = Result<(), patroni::Error>> + Send;
+}
+
+impl DynamicConfig for Client {
+    async fn config(&self) -> Result<Value, patroni::Error> {
+        Client::config(self).await
+    }
+
+    async fn patch_config(&self, body: &Value) -> Result<(), patroni::Error> {
+        Client::patch_config(self, body).await
+    }
+}
+
+/// The instruction's optional fields. A publish sets each one it leaves out to `null`: serde skips a `None`,
+/// and a merge patch keeps whatever a key it does not mention held before.
+const CLEARABLE: [&str; 6] = [
+    "outcome",
+    "checkpoint_lsn",
+    "rsync",
+    "old_sysid",
+    "message",
+    "runner",
+];
+
+pub async fn read(api: &impl DynamicConfig) -> StepResult<Option<Instruction>> {
     let config = api.config().await.map_err(|e| e.to_string())?;
     match config.get(DCS_KEY) {
         None | Some(Value::Null) => Ok(None),
@@ -22,22 +55,49 @@ pub async fn read(api: &Client) -> StepResult<Option<Instruction>> {
     }
 }
 
+/// How [`patch`] retries: as data, so tests run the loop without its waits.
+struct Retry {
+    attempts: u32,
+    /// A conflict clears as soon as the other writer is done: retry soon, a little later each time.
+    conflict_first: Duration,
+    conflict_step: Duration,
+    /// Anything else (Patroni restarting, the DCS unreachable) takes seconds to clear.
+    other: Duration,
+}
+
+/// About 12 s of conflicts or 20 s of an unreachable Patroni before a step fails.
+const RETRY: Retry = Retry {
+    attempts: 20,
+    conflict_first: Duration::from_millis(100),
+    conflict_step: Duration::from_millis(50),
+    other: Duration::from_secs(1),
+};
+
+impl Retry {
+    fn delay(&self, error: &patroni::Error, attempt: u32) -> Duration {
+        match error {
+            patroni::Error::Status { status: 409, .. } => {
+                self.conflict_first + self.conflict_step * attempt
+            }
+            _ => self.other,
+        }
+    }
+}
+
 /// `PATCH /config`, retried: Patroni answers 409 when another member changed the configuration between
 /// its read and its compare-and-set write (replicas report concurrently).
-pub async fn patch(api: &Client, body: &Value) -> StepResult<()> {
+pub async fn patch(api: &impl DynamicConfig, body: &Value) -> StepResult<()> {
+    patch_with(api, body, &RETRY).await
+}
+
+async fn patch_with(api: &impl DynamicConfig, body: &Value, retry: &Retry) -> StepResult<()> {
     let mut last = String::new();
-    for attempt in 0..20u64 {
+    for attempt in 0..retry.attempts {
         match api.patch_config(body).await {
             Ok(()) => return Ok(()),
             Err(e) => {
+                tokio::time::sleep(retry.delay(&e, attempt)).await;
                 last = e.to_string();
-                let conflict = matches!(e, patroni::Error::Status { status: 409, .. });
-                tokio::time::sleep(Duration::from_millis(if conflict {
-                    100 + 50 * attempt
-                } else {
-                    1000
-                }))
-                .await;
             }
         }
     }
@@ -45,12 +105,11 @@ pub async fn patch(api: &Client, body: &Value) -> StepResult<()> {
 }
 
 /// Publishes the leader's fields; replica reports under `members` are left as they are (deep merge).
-pub async fn publish(api: &Client, instr: &Instruction) -> StepResult<()> {
+pub async fn publish(api: &impl DynamicConfig, instr: &Instruction) -> StepResult<()> {
     let mut v = serde_json::to_value(instr).map_err(|e| e.to_string())?;
     if let Some(o) = v.as_object_mut() {
         o.remove("members");
-        // Keys that became None must be removed, not left at their previous value.
-        for key in ["outcome", "checkpoint_lsn", "rsync", "old_sysid", "message"] {
+        for key in CLEARABLE {
             o.entry(key).or_insert(Value::Null);
         }
     }
@@ -58,16 +117,16 @@ pub async fn publish(api: &Client, instr: &Instruction) -> StepResult<()> {
 }
 
 /// Starts a new instruction, dropping every report of an earlier run.
-pub async fn replace(api: &Client, instr: &Instruction) -> StepResult<()> {
+pub async fn replace(api: &impl DynamicConfig, instr: &Instruction) -> StepResult<()> {
     patch(api, &json!({ DCS_KEY: null })).await?;
     patch(api, &json!({ DCS_KEY: instr })).await
 }
 
-pub async fn report(api: &Client, me: &str, report: &MemberReport) -> StepResult<()> {
+pub async fn report(api: &impl DynamicConfig, me: &str, report: &MemberReport) -> StepResult<()> {
     patch(api, &json!({ DCS_KEY: { "members": { me: report } } })).await
 }
 
-pub async fn set_pause(api: &Client, pause: bool) -> StepResult<()> {
+pub async fn set_pause(api: &impl DynamicConfig, pause: bool) -> StepResult<()> {
     patch(api, &json!({ "pause": pause })).await
 }
 
@@ -123,3 +182,7 @@ if cluster.initialize == sys.argv[2]:
 else:
     print("kept %s" % cluster.initialize)
 "#;
+
+#[cfg(test)]
+#[path = "dcs_tests.rs"]
+mod tests;

@@ -194,21 +194,7 @@ async fn run(args: Args) -> Result<(), Error> {
     let status = status::StatusFile::resume_or_new(&rw_dir, &id, &from, &target);
     let instr = match pending {
         Some(i) => i,
-        None => Instruction {
-            id,
-            from: from.clone(),
-            to: target.clone(),
-            leader: me.name.clone(),
-            replicas: Vec::new(),
-            phase: Phase::Precheck,
-            outcome: None,
-            checkpoint_lsn: None,
-            rsync: None,
-            old_sysid: None,
-            members: Default::default(),
-            message: None,
-            runner: None,
-        },
+        None => Instruction::fresh(id, from.clone(), target.clone(), me.name.clone()),
     };
     let mut leader = Leader::new(pg, me, env, status, instr, args.members);
     if interrupted {

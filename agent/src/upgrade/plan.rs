@@ -170,6 +170,25 @@ pub fn orphaned<'a>(instr: &'a Instruction, me: &str, runner_alive: bool) -> Opt
 }
 
 impl Instruction {
+    /// A new run's instruction, at its pre-checks, with no replicas enrolled yet and nothing recorded.
+    pub fn fresh(id: String, from: String, to: String, leader: String) -> Self {
+        Self {
+            id,
+            from,
+            to,
+            leader,
+            replicas: Vec::new(),
+            phase: Phase::Precheck,
+            outcome: None,
+            checkpoint_lsn: None,
+            rsync: None,
+            old_sysid: None,
+            members: BTreeMap::new(),
+            message: None,
+            runner: None,
+        }
+    }
+
     pub fn report(&self, name: &str) -> Option<ReplicaState> {
         self.members.get(name).map(|r| r.state)
     }
@@ -305,22 +324,14 @@ mod tests {
 
     fn instr(phase: Phase) -> Instruction {
         Instruction {
-            id: "x".into(),
-            from: "15".into(),
-            to: "16".into(),
-            leader: "a".into(),
             replicas: vec!["b".into(), "c".into()],
             phase,
-            outcome: None,
             checkpoint_lsn: Some("0/3000028".into()),
-            rsync: None,
-            old_sysid: None,
-            members: BTreeMap::new(),
-            message: None,
             runner: Some(Runner {
                 pid: 4242,
                 members: 3,
             }),
+            ..Instruction::fresh("x".into(), "15".into(), "16".into(), "a".into())
         }
     }
 
