@@ -19,6 +19,7 @@ use std::io;
 use std::path::Path;
 
 use super::continuity::{self, Fork};
+use super::wal;
 
 /// The segments to mark, by name, oldest first. Pure: `files` are `pg_wal`'s entries, `statuses` the
 /// names in `archive_status` (`<segment>.ready`, `<segment>.done`), `forks` the current timeline's
@@ -87,8 +88,7 @@ pub fn mark(data_dir: &Path, timeline: u32) -> io::Result<Vec<String>> {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
         // Every segment file has the cluster's segment size; the first one tells it.
-        if segment_size.is_none() && name.len() == 24 && name.bytes().all(|b| b.is_ascii_hexdigit())
-        {
+        if segment_size.is_none() && wal::is_segment(&name) {
             segment_size = Some(entry.metadata()?.len());
         }
         files.push(name);
