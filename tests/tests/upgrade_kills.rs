@@ -213,7 +213,11 @@ async fn settles(
         "the data changed"
     );
     let strays = leftovers(cluster);
-    anyhow::ensure!(strays.is_empty(), "left behind: {strays:#?}");
+    anyhow::ensure!(
+        strays.is_empty(),
+        "left behind: {strays:#?}\nmember logs:\n{}",
+        cluster.logs(60)
+    );
     Ok(took)
 }
 

@@ -90,6 +90,10 @@ async fn tick(
         .as_ref()
         .is_some_and(|r| member::runner_alive(r.pid));
     if let Some(runner) = plan::orphaned(&instr, &member.name, alive) {
+        // Read after the runner was found gone, so whatever it recorded before exiting is there.
+        if StatusFile::read(&member::rw_dir(env)).is_some_and(|s| s.records_end_of(&instr)) {
+            return Ok(());
+        }
         // Once per phase: if taking over fails, the next attempt is a person's (the status says why).
         let key = (instr.id.clone(), instr.phase);
         if taken_over.as_ref() != Some(&key) {

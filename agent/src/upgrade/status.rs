@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use std::collections::BTreeMap;
 
-use super::plan::{MemberReport, Outcome, Phase, Runner};
+use super::plan::{Instruction, MemberReport, Outcome, Phase, Runner};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Status {
@@ -41,6 +41,18 @@ impl Status {
     /// A run still marked in progress while it has not left the pre-checks (nothing was changed yet).
     pub fn open_in_precheck(&self) -> bool {
         self.outcome.is_none() && self.phase.is_none_or(|p| p == Phase::Precheck)
+    }
+
+    /// Whether this file records that the process `instr` names ended its run. Patroni answers
+    /// `GET /config` from its last loop's view of the DCS, so for a moment after a runner exits the
+    /// instruction can still read unfinished there; this file is written before the runner exits. The
+    /// runner must match: a resumed run has the same id, and its file still holds the earlier run's outcome
+    /// until its first phase is written.
+    pub fn records_end_of(&self, instr: &Instruction) -> bool {
+        self.id == instr.id
+            && self.outcome.is_some()
+            && instr.runner.is_some()
+            && self.runner == instr.runner
     }
 }
 
@@ -172,6 +184,48 @@ mod tests {
             serde_json::from_slice(&std::fs::read(s.path()).unwrap()).unwrap();
         assert_eq!(json["phase"], "start_primary");
         assert_eq!(json["outcome"], "succeeded");
+    }
+
+    #[test]
+    fn a_finished_run_is_told_from_a_stale_instruction_but_not_from_a_resumed_one() {
+        let runner = |pid| Some(Runner { pid, members: 3 });
+        let mut instr = super::super::plan::Instruction::fresh(
+            "id1".into(),
+            "15".into(),
+            "16".into(),
+            "demo-0".into(),
+        );
+        instr.phase = Phase::Analyze;
+        instr.runner = runner(42);
+        let mut status = Status {
+            id: "id1".into(),
+            outcome: Some(Outcome::Succeeded),
+            runner: runner(42),
+            ..Status::default()
+        };
+        assert!(
+            status.records_end_of(&instr),
+            "the DCS view predates the end"
+        );
+
+        instr.runner = runner(43);
+        assert!(
+            !status.records_end_of(&instr),
+            "a resumed run killed before it wrote its first phase"
+        );
+
+        instr.runner = runner(42);
+        status.outcome = None;
+        assert!(!status.records_end_of(&instr), "still running, or killed");
+
+        status.outcome = Some(Outcome::Succeeded);
+        status.id = "id0".into();
+        assert!(!status.records_end_of(&instr), "another run's file");
+
+        status.id = "id1".into();
+        status.runner = None;
+        instr.runner = None;
+        assert!(!status.records_end_of(&instr), "no runner to match");
     }
 
     #[test]
