@@ -69,12 +69,12 @@ impl DynamicConfig for MemConfig {
 
     async fn patch_config(&self, body: &Value) -> Result<(), patroni::Error> {
         self.patches.fetch_add(1, Ordering::SeqCst);
-        let status = match self.refusals.lock().unwrap().pop_front() {
-            None => None,
-            Some(Refusal::Conflict) => Some(409),
-            Some(Refusal::Unavailable) => Some(503),
-        };
-        if let Some(status) = status {
+        let refusal = self.refusals.lock().unwrap().pop_front();
+        if let Some(refusal) = refusal {
+            let status = match refusal {
+                Refusal::Conflict => 409,
+                Refusal::Unavailable => 503,
+            };
             return Err(patroni::Error::Status {
                 url: "http://member:8008/config".into(),
                 status,

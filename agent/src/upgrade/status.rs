@@ -189,12 +189,7 @@ mod tests {
     #[test]
     fn a_finished_run_is_told_from_a_stale_instruction_but_not_from_a_resumed_one() {
         let runner = |pid| Some(Runner { pid, members: 3 });
-        let mut instr = super::super::plan::Instruction::fresh(
-            "id1".into(),
-            "15".into(),
-            "16".into(),
-            "demo-0".into(),
-        );
+        let mut instr = Instruction::fresh("id1".into(), "15".into(), "16".into(), "demo-0".into());
         instr.phase = Phase::Analyze;
         instr.runner = runner(42);
         let mut status = Status {
